@@ -1,0 +1,1 @@
+"""lavalamp.daemon: the long-lived display daemon and the `lavalamp` command."""

@@ -1,0 +1,63 @@
+"""The `lavalamp` command: one console script whose subcommands are discovered by entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib.metadata import entry_points
+from typing import Callable, Sequence
+
+from lavalamp.models import __version__
+
+from .config import ConfigError, load_config
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "lavalamp.commands"
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every installed subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="lavalamp", description="An endless lava lamp dreamed by a neural network.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        register: Callable[[argparse._SubParsersAction], None] = ep.load()
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, run one subcommand, return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def add_check_config(subparsers: argparse._SubParsersAction) -> None:
+    """Register `lavalamp check-config`."""
+    p = subparsers.add_parser("check-config", help="validate a config file and exit 0 or 2",
+                              description="Validate a config file exactly as the daemon does at start-up.")
+    p.add_argument("--config", metavar="PATH", help="config file (default: the built-in defaults)")
+    p.set_defaults(func=check_config)
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """Validate the config; print one line saying why it is refused, or that it is fine."""
+    try:
+        load_config(args.config)
+    except ConfigError as exc:
+        print(f"lavalamp: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.config or 'built-in defaults'}: OK")
+    return 0

@@ -1,0 +1,250 @@
+"""Typed, frozen runtime configuration: YAML in, one validated object out, one readable error."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file or the dotted key."""
+
+
+def opt(default: Any, doc: str, *, range: tuple[float, float] | None = None,
+        choices: tuple[str, ...] | None = None) -> Any:
+    """A config field with its documentation and its allowed values."""
+    return field(default=default, metadata={"doc": doc, "range": range, "choices": choices})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Which lamp to show and where to run it."""
+
+    path: str | None = opt(None, "checkpoint file (.safetensors); null = the lamp shipped in the package")
+    device: str = opt("auto", "torch device; auto = cuda, then mps, then cpu",
+                      choices=("auto", "cpu", "cuda", "mps"))
+    torch_threads: int = opt(1, "torch threads of the producer (1 is fastest on small machines)",
+                             range=(1, 256))
+    temperature: float = opt(1.0, "sampling temperature of the mixture-density head (1 = as trained)",
+                             range=(0.05, 3.0))
+    seed: int | None = opt(None, "seed of the first dream; null = a fresh random seed each start",
+                           range=(0, 2**63 - 1))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DisplayConfig:
+    """The window and how the lamp is drawn into it."""
+
+    fullscreen: bool = opt(True, "fullscreen (true) or a window (false)")
+    display: int = opt(0, "index of the monitor to use (0 = primary)", range=(0, 16))
+    width: int = opt(0, "window or fullscreen width in pixels; 0 = the desktop size",
+                     range=(0, 16384))
+    height: int = opt(0, "window or fullscreen height in pixels; 0 = the desktop size",
+                      range=(0, 16384))
+    scaling: str = opt("fit", "fit = letterbox keeping the lamp's aspect, fill = crop to fill, "
+                       "stretch = ignore aspect", choices=("fit", "fill", "stretch"))
+    smooth: bool = opt(True, "smooth (bilinear) scaling instead of nearest-neighbour")
+    vsync: bool = opt(True, "wait for the monitor's vertical sync when flipping")
+    fps: float = opt(60.0, "display refresh cap in frames per second", range=(1, 240))
+    speed: float = opt(1.0, "lamp speed relative to the real lamp (1 = real time)",
+                       range=(0.05, 20.0))
+    hide_cursor: bool = opt(True, "hide the mouse cursor over the lamp")
+    quit_keys: bool = opt(True, "Esc and q quit; set false on kiosks")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BufferConfig:
+    """The ring buffer between the producer thread and the display."""
+
+    depth_frames: int = opt(64, "generated frames held ahead of the display", range=(2, 100000))
+    batch_frames: int = opt(8, "frames decoded per batch on the producer thread", range=(1, 1024))
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardConfig:
+    """The drift guard: renormalize on soft drift, reseed on hard drift, freezes and loops."""
+
+    enabled: bool = opt(True, "watch the latent and correct it")
+    window_frames: int = opt(256, "sliding window of latents the statistics are taken over",
+                             range=(8, 100000))
+    soft_mean: float = opt(0.25, "|mean - reference| above this renormalizes", range=(0, 100))
+    soft_std: float = opt(0.25, "|std - reference| above this renormalizes", range=(0, 100))
+    hard_mean: float = opt(1.0, "|mean - reference| above this reseeds", range=(0, 1000))
+    hard_std: float = opt(1.0, "|std - reference| above this reseeds", range=(0, 1000))
+    hard_kurtosis: float = opt(20.0, "|kurtosis - reference| above this reseeds", range=(0, 1e6))
+    freeze_motion: float = opt(0.05, "mean absolute frame change (0..255 scale) below which the "
+                               "dream counts as frozen", range=(0, 255))
+    freeze_s: float = opt(60.0, "seconds of lamp time frozen before a reseed", range=(1, 86400))
+    loop_distance: float = opt(0.02, "latent distance (relative to its norm) to an old latent "
+                               "below which the dream counts as looping", range=(0, 10))
+    loop_min_age_s: float = opt(60.0, "only latents at least this old (lamp seconds) count "
+                                "for loop detection", range=(1, 86400))
+    crossfade_frames: int = opt(24, "generated frames a reseed cross-fades over", range=(1, 10000))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsConfig:
+    """The Prometheus endpoint."""
+
+    enabled: bool = opt(True, "serve Prometheus metrics over HTTP")
+    address: str = opt("127.0.0.1", "address to bind; 0.0.0.0 exposes it on every interface")
+    port: int = opt(9977, "TCP port of the /metrics endpoint", range=(1, 65535))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleConfig:
+    """Cron-style jobs (crontab syntax: minute hour day month day-of-week)."""
+
+    display_on: str | None = opt(None, "crontab line turning the display on; null = always on")
+    display_off: str | None = opt(None, "crontab line turning the display off (blank screen, "
+                                  "generation paused); null = never")
+    dim: str | None = opt(None, "crontab line starting the dimmed period; null = never dim")
+    undim: str | None = opt(None, "crontab line ending the dimmed period")
+    dim_level: float = opt(0.4, "brightness while dimmed (0 = black, 1 = full)", range=(0, 1))
+    reseed: str | None = opt(None, "crontab line for a periodic fresh dream; null = never")
+    watch_model_s: float = opt(10.0, "seconds between checks of the model file for a new "
+                               "checkpoint to hot-swap; 0 = never", range=(0, 86400))
+    timezone: str | None = opt(None, "IANA time zone of the crontab lines; null = local time")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggingConfig:
+    """Where the log goes and how much of it."""
+
+    level: str = opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The whole runtime configuration of the daemon."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    display: DisplayConfig = field(default_factory=DisplayConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a YAML config file; None gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    if not text.strip():
+        raise ConfigError(f"{path}: config file is empty (write at least one section, "
+                          "or leave --config out to use the defaults)")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse_config(data: Any) -> Config:
+    """Validate a mapping (parsed YAML) into a Config; unknown keys and bad values are refused."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of sections at the top level, got {_show(data)}")
+    return _build(Config, data, "")
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"{prefix}{key}: unknown key (expected one of: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        key, value, kind = f"{prefix}{name}", data[name], hints[name]
+        if dataclasses.is_dataclass(kind):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping of keys, got {_show(value)}")
+            values[name] = _build(kind, value, f"{key}.")
+        else:
+            values[name] = _check(key, value, kind, f.metadata)
+    return cls(**values)
+
+
+def _check(key: str, value: Any, kind: Any, meta: Any) -> Any:
+    optional = type(None) in typing.get_args(kind) and typing.get_origin(kind) in (typing.Union,
+                                                                                  types.UnionType)
+    if optional:
+        if value is None:
+            return None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    expected = _describe(kind, meta, optional)
+    converted = _convert(value, kind)
+    if converted is None:
+        raise ConfigError(f"{key}: expected {expected}, got {_show(value)}")
+    value = converted
+    lo_hi, choices = meta.get("range"), meta.get("choices")
+    if lo_hi is not None and not (lo_hi[0] <= value <= lo_hi[1]):
+        raise ConfigError(f"{key}: expected {expected}, got {_show(value)}")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: expected {expected}, got {_show(value)}")
+    return value
+
+
+def _convert(value: Any, kind: Any) -> Any:
+    """The value as `kind`, or None when it is not one (bools are never numbers)."""
+    if kind is bool:
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool):
+        return None
+    if kind is int:
+        return value if isinstance(value, int) else None
+    if kind is float:
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        return float(value) if ok else None
+    if kind is str:
+        return value if isinstance(value, str) and value.strip() else None
+    raise TypeError(f"unsupported config type {kind!r}")
+
+
+def _describe(kind: Any, meta: Any, optional: bool) -> str:
+    lo_hi, choices = meta.get("range"), meta.get("choices")
+    if choices:
+        text = "one of " + ", ".join(repr(c) for c in choices)
+    elif kind is bool:
+        text = "true or false"
+    else:
+        noun = {int: "an integer", float: "a number", str: "a non-empty string"}[kind]
+        text = noun if lo_hi is None else f"{noun} in {_num(lo_hi[0])}..{_num(lo_hi[1])}"
+    return text + (" or null" if optional else "")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else repr(value)
+
+
+def describe_defaults() -> dict[str, dict[str, Any]]:
+    """Every section's default values, for documentation and for the config.yaml test."""
+    return {f.name: dataclasses.asdict(getattr(Config(), f.name)) for f in dataclasses.fields(Config)}

@@ -1,0 +1,1 @@
+"""Tests of neural-lavalamp, mirroring the source tree."""

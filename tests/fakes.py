@@ -1,0 +1,34 @@
+"""Small random-weight lamps and other fakes shared by the tests."""
+
+from __future__ import annotations
+
+import torch
+
+from lavalamp.models.checkpoint import DataInfo, Lamp
+from lavalamp.models.conv import ConvDecoder, ConvEncoder
+from lavalamp.models.latent import LatentStats
+from lavalamp.models.rnn import LatentRNN, LatentRNNConfig
+from lavalamp.models.vae import VAEConfig
+
+
+def make_lamp(*, frame_size: int = 64, latent_size: int = 8, hidden_size: int = 16,
+              head: str = "mdn", cell: str = "gru", base_channels: int = 4,
+              with_encoder: bool = True, seed: int = 0, name: str = "test-lamp") -> Lamp:
+    """A tiny random-weight lamp that behaves like a trained one in every way but looks."""
+    torch.manual_seed(seed)
+    vae = VAEConfig(frame_size=frame_size, latent_size=latent_size, base_channels=base_channels,
+                    max_channels=8 * base_channels)
+    decoder = ConvDecoder(frame_size=frame_size, latent_size=latent_size,
+                          base_channels=base_channels, max_channels=vae.max_channels)
+    encoder = ConvEncoder(frame_size=frame_size, base_channels=base_channels,
+                          max_channels=vae.max_channels, out_features=2 * latent_size)
+    rnn = LatentRNN(LatentRNNConfig(latent_size=latent_size, hidden_size=hidden_size, head=head,
+                                    cell=cell, mixtures=3))
+    for module in (decoder, encoder, rnn):
+        module.eval()
+    return Lamp(name=name, decoder_kind="vae", decoder_config=vae, decoder=decoder, rnn=rnn,
+                latent_mean=torch.randn(latent_size) * 0.1, latent_std=torch.rand(latent_size) + 0.5,
+                reference=LatentStats(0.0, 1.0, 0.0, 3.0),
+                start_contexts=torch.randn(4, 6, latent_size),
+                data=DataInfo(fps=30.0, frame_step=6, description="random weights for tests"),
+                encoder=encoder if with_encoder else None, training={"note": "test"})

@@ -1,0 +1,77 @@
+"""Config loading: defaults, subsets, and one readable refusal per kind of mistake."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lavalamp.daemon.config import Config, ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_equals_the_defaults():
+    assert load_config(ROOT / "config.yaml") == Config()
+
+
+def test_shipped_config_documents_every_key_with_a_comment():
+    lines = (ROOT / "config.yaml").read_text().splitlines()
+    data = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for section in dataclasses.fields(Config):
+        assert section.name in data, section.name
+        for f in dataclasses.fields(getattr(Config(), section.name)):
+            assert f.name in data[section.name], f"{section.name}.{f.name} missing from config.yaml"
+            line = next(ln for ln in lines if ln.strip().startswith(f"{f.name}:"))
+            assert "#" in line and len(line.split("#", 1)[1].strip()) > 5, line
+
+
+def test_a_subset_keeps_the_other_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, "display:\n  fps: 30\n  fullscreen: false\n"))
+    assert cfg.display.fps == 30.0 and cfg.display.fullscreen is False
+    assert cfg.display.scaling == "fit" and cfg.buffer == Config().buffer
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().display.fps = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("display:\n  fps: fast\n", "display.fps: expected a number in 1..240, got 'fast'"),
+    ("display:\n  fps: 1000\n", "display.fps: expected a number in 1..240, got 1000"),
+    ("display:\n  fullscreen: 1\n", "display.fullscreen: expected true or false, got 1"),
+    ("display:\n  scaling: zoom\n", "display.scaling: expected one of 'fit', 'fill', 'stretch', got 'zoom'"),
+    ("display:\n  fpz: 30\n", "display.fpz: unknown key"),
+    ("dispaly:\n  fps: 30\n", "dispaly: unknown key"),
+    ("buffer:\n  depth_frames: 2.5\n", "buffer.depth_frames: expected an integer in 2..100000, got 2.5"),
+    ("metrics:\n  port: true\n", "metrics.port: expected an integer in 1..65535, got True"),
+    ("model:\n  seed: -1\n", "model.seed: expected an integer in 0..9223372036854775807 or null, got -1"),
+    ("display: 5\n", "display: expected a mapping of keys, got 5"),
+    ("- a\n- b\n", "expected a mapping of sections at the top level"),
+])
+def test_bad_values_are_refused_with_the_dotted_key(tmp_path, text, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert message in str(err.value)
+    assert str(tmp_path / "c.yaml") in str(err.value)
+
+
+def test_missing_empty_and_invalid_files_have_their_own_messages(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="config file is empty"):
+        load_config(write(tmp_path, "  \n"))
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(write(tmp_path, "display: [unclosed\n"))
+
+
+def test_nullable_keys_accept_null():
+    cfg = parse_config({"model": {"path": None, "seed": 7}, "schedule": {"reseed": "0 * * * *"}})
+    assert cfg.model.path is None and cfg.model.seed == 7 and cfg.schedule.reseed == "0 * * * *"

@@ -1,0 +1,93 @@
+"""Networks: shapes at every frame size, and the RNN's step equal to its forward."""
+
+import pytest
+import torch
+
+from lavalamp.models.gan import Discriminator, GANConfig, Generator
+from lavalamp.models.rnn import LatentRNN, LatentRNNConfig, mdn_nll
+from lavalamp.models.vae import VAE, VAEConfig, kl_divergence
+
+
+@pytest.mark.parametrize("size", [64, 128, 256])
+def test_vae_shapes_and_range(size):
+    vae = VAE(VAEConfig(frame_size=size, latent_size=12, base_channels=4, max_channels=16))
+    x = torch.rand(2, 3, size, size)
+    recon, mu, logvar = vae(x)
+    assert recon.shape == x.shape and mu.shape == (2, 12) and logvar.shape == (2, 12)
+    assert 0 <= recon.min() and recon.max() <= 1
+    assert kl_divergence(mu, logvar).shape == (2,)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_gan_shapes(size):
+    cfg = GANConfig(frame_size=size, base_channels=4, max_channels=16)
+    frames = Generator(cfg)(torch.randn(3, 64))
+    assert frames.shape == (3, 3, size, size)
+    assert Discriminator(cfg)(frames).shape == (3,)
+
+
+def test_unsupported_frame_size_is_refused():
+    with pytest.raises(ValueError, match="frame_size must be one of"):
+        VAEConfig(frame_size=100)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("head", ["mdn", "deterministic"])
+def test_t_steps_equal_forward(cell, head):
+    torch.manual_seed(0)
+    rnn = LatentRNN(LatentRNNConfig(latent_size=6, hidden_size=10, num_layers=2, cell=cell,
+                                    head=head, mixtures=3)).eval()
+    z = torch.randn(2, 7, 6)
+    full, full_state = rnn(z)
+    state = None
+    for t in range(7):
+        out, state = rnn.step(z[:, t], state)
+        for a, b in zip(out, full):
+            torch.testing.assert_close(a, b[:, t], rtol=1e-5, atol=1e-6)
+    states = state if cell == "lstm" else (state,)
+    full_states = full_state if cell == "lstm" else (full_state,)
+    for a, b in zip(states, full_states):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_mdn_head_shapes_and_sampling():
+    rnn = LatentRNN(LatentRNNConfig(latent_size=5, hidden_size=8, mixtures=4))
+    out, _ = rnn(torch.randn(3, 9, 5))
+    assert out.logit_pi.shape == (3, 9, 4) and out.mu.shape == (3, 9, 4, 5)
+    assert out.log_sigma.shape == (3, 9, 4, 5)
+    g = torch.Generator().manual_seed(1)
+    sample = rnn.sample(out, temperature=0.7, generator=g)
+    assert sample.shape == (3, 9, 5)
+    nll = mdn_nll(out, rnn.target(torch.randn(3, 10, 5)))
+    assert nll.dim() == 0 and torch.isfinite(nll)
+    nll.backward()
+
+
+def test_sampling_is_reproducible_by_generator_and_temperature_narrows_it():
+    rnn = LatentRNN(LatentRNNConfig(latent_size=5, hidden_size=8, mixtures=4))
+    out, _ = rnn(torch.randn(1, 1, 5))
+    draw = lambda t, s: rnn.sample(out, t, torch.Generator().manual_seed(s))  # noqa: E731
+    torch.testing.assert_close(draw(1.0, 3), draw(1.0, 3))
+    spread = lambda t: torch.stack([draw(t, s) for s in range(200)]).std(0).mean()  # noqa: E731
+    assert spread(0.1) < spread(1.0)
+
+
+def test_sphere_projection_bounds_the_advance():
+    rnn = LatentRNN(LatentRNNConfig(latent_size=16, hidden_size=8))
+    nxt = rnn.advance(torch.randn(4, 16), torch.randn(4, 16) * 1e6)
+    torch.testing.assert_close(nxt.mean(-1), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(nxt.pow(2).mean(-1).sqrt(), torch.ones(4), atol=1e-5, rtol=0)
+
+
+def test_deterministic_head_returns_its_mean():
+    rnn = LatentRNN(LatentRNNConfig(latent_size=5, hidden_size=8, head="deterministic"))
+    out, _ = rnn(torch.randn(2, 3, 5))
+    torch.testing.assert_close(rnn.sample(out), out.mu[..., 0, :])
+    torch.testing.assert_close(rnn.mean(out), out.mu[..., 0, :])
+
+
+def test_bad_rnn_config_is_refused():
+    with pytest.raises(ValueError, match="cell must be"):
+        LatentRNNConfig(cell="rnn")
+    with pytest.raises(ValueError, match="head must be"):
+        LatentRNNConfig(head="flow")

@@ -1,0 +1,1 @@
+"""lavalamp.train: footage ingestion, the simulator, training stages and evaluation."""
