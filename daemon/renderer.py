@@ -91,9 +91,10 @@ class PygameRenderer:
 
     def open(self) -> None:
         """Open the window on the configured display."""
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        os.environ.setdefault("SDL_VIDEO_MINIMIZE_ON_FOCUS_LOSS", "0")
         import pygame
 
-        os.environ.setdefault("SDL_VIDEO_MINIMIZE_ON_FOCUS_LOSS", "0")
         pygame.display.init()
         pygame.display.set_caption(self.title)
         self._set_mode()
