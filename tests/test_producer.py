@@ -101,3 +101,14 @@ def test_bad_fault_specs_are_refused(text):
     with pytest.raises(ValueError, match="LAVALAMP_FAULT"):
         parse_fault(text)
     assert parse_fault("hang-producer:2.5") == Fault("hang-producer", 2.5)
+
+
+def test_a_checkpoint_overwritten_in_place_does_not_crash_the_running_lamp(tmp_path):
+    """`cp new.safetensors lamp.safetensors` truncates the file the running lamp came from."""
+    from lavalamp.models.checkpoint import load_lamp
+
+    path = save_fake_lamp(tmp_path / "lamp.safetensors")
+    lamp = load_lamp(path)
+    with open(path, "wb") as f:
+        f.write(b"x")
+    assert float(lamp.start_contexts.abs().sum()) > 0  # a memory-mapped tensor would SIGBUS here

@@ -58,6 +58,32 @@ def test_the_display_is_blanked_and_generation_paused_by_the_schedule(tmp_path, 
     assert watch.generated <= 8  # at most the batch in flight when the schedule paused it
 
 
+def test_a_new_checkpoint_is_hot_swapped_and_a_broken_one_refused(tmp_path, lamp_path):
+    model = tmp_path / "watched.safetensors"
+    save_fake_lamp(model, contrast=30)
+    d, registry = daemon(tmp_path, str(model), {"schedule": {"watch_model_s": 0.05}})
+
+    def swap():
+        assert wait_until(lambda: metric(registry, "lavalamp_frames_displayed_total") > 2)
+        save_fake_lamp(model, contrast=30, name="second-lamp", seed=9)
+        swap.loaded = wait_until(lambda: d.source.lamp.name == "second-lamp")
+        model.write_bytes(b"half-written garbage")
+        swap.refused = wait_until(
+            lambda: metric(registry, "lavalamp_model_swaps_total", {"result": "refused"}) == 1)
+        shown = metric(registry, "lavalamp_frames_displayed_total")
+        swap.still_running = wait_until(
+            lambda: metric(registry, "lavalamp_frames_displayed_total") > shown + 5)
+        d.request_stop("test")
+
+    thread = threading.Thread(target=swap)
+    thread.start()
+    assert d.run() == EXIT_OK
+    thread.join(10)
+    assert swap.loaded and swap.refused and swap.still_running
+    assert metric(registry, "lavalamp_model_swaps_total", {"result": "loaded"}) == 1
+    assert d.source.lamp.name == "second-lamp"
+
+
 def test_a_port_in_use_stops_start_up_with_exit_2(tmp_path, lamp_path, caplog):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
