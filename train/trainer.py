@@ -25,6 +25,7 @@ from lavalamp.models.rnn import LatentRNN, LatentRNNConfig
 from lavalamp.models.vae import VAE, VAEConfig
 from lavalamp.models.video import write_video
 
+from .footage import Footage
 from .distributed import World, agree_to_stop, barrier, mean_across
 from .losses import RNNLoss, VAELoss
 from .runlog import LossLog, Progress, contact_sheet
@@ -117,16 +118,6 @@ class TrainConfig:
     def min_frames(self) -> int:
         """Frames a clip needs to hold one RNN training window."""
         return self.window * self.frame_step + 1
-
-
-@dataclass(frozen=True)
-class Clips:
-    """Training and validation clips, each (T,S,S,3) uint8 at the source frame rate."""
-
-    train: list[np.ndarray]
-    val: list[np.ndarray]
-    fps: float
-    description: str
 
 
 @dataclass
@@ -278,7 +269,7 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
 
 
-def train_vae(run: Run, clips: Clips) -> tuple[VAE, dict[str, Any]]:
+def train_vae(run: Run, clips: Footage) -> tuple[VAE, dict[str, Any]]:
     """Stage 1: the VAE that maps frames to latents and back."""
     torch.manual_seed(run.config.seed)
     vae = VAE(run.config.vae_config()).to(run.device)
@@ -313,7 +304,7 @@ def _vae_pictures(run: Run, vae: VAE, val: np.ndarray) -> None:
 
 
 @torch.no_grad()
-def encode_footage(run: Run, vae: VAE, clips: Clips) -> dict[str, list[np.ndarray]]:
+def encode_footage(run: Run, vae: VAE, clips: Footage) -> dict[str, list[np.ndarray]]:
     """Stage 2: every frame of every clip to its latent u (T,D), saved as latents.npz (resumable)."""
     path = run.folder / "latents.npz"
     if run.world.main and not path.exists():
@@ -378,7 +369,7 @@ def _fits(sequences: list[np.ndarray], c: TrainConfig) -> bool:
 
 
 def build_lamp(run: Run, vae: VAE, rnn: LatentRNN, latents: dict[str, list[np.ndarray]],
-               clips: Clips, summaries: dict[str, Any]) -> Lamp:
+               clips: Footage, summaries: dict[str, Any]) -> Lamp:
     """Everything the daemon needs, in one Lamp."""
     c = run.config
     stepped = np.concatenate([s[::c.frame_step] for s in latents["train"]])
@@ -404,7 +395,7 @@ def _dream_pictures(run: Run, lamp: Lamp) -> None:
     write_video(folder / "dream.gif", frames, fps=max(lamp.data.lamp_fps * 2, 5.0))
 
 
-def train_lamp(run: Run, clips: Clips, out: Path) -> Lamp:
+def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     """Run every stage (skipping finished ones) and write the lamp to `out` (main process)."""
     if run.world.main:
         run.folder.mkdir(parents=True, exist_ok=True)
