@@ -14,9 +14,36 @@ WARMUP_STEP_S = 0.1
 """Physics step during the unrendered warm-up (the dynamics' fastest time constant is about 1 s)."""
 
 
+# Lamp geometry in lamp units: the glass is 1 tall, y = 0 at its bottom, x = 0 on its axis.
+GLASS_TOP_FRAME = 0.045
+"""Row of the glass top as a fraction of the frame height (the cap sits above it)."""
+GLASS_BOTTOM_FRAME = 0.94
+"""Row of the glass bottom as a fraction of the frame height (the base sits below it)."""
+
+
+@dataclass(frozen=True)
+class Glass:
+    """The outline of the glass bottle (lamp units: the glass is 1 tall)."""
+
+    bottom: float
+    """Inner half-width at the base."""
+    top: float
+    """Inner half-width under the cap."""
+    bulge: float = 0.0
+    """Extra half-width of a bullet-shaped bottle, largest a third of the way up."""
+
+    def half_width(self, y: np.ndarray | float) -> np.ndarray:
+        """Inner half-width at height y, with rounded shoulders at the base and under the cap."""
+        y = np.clip(np.asarray(y, dtype=np.float64), 0.0, 1.0)
+        straight = self.bottom + (self.top - self.bottom) * y
+        bulge = self.bulge * np.sin(np.pi * y ** 0.75)
+        rounding = 0.05 * np.exp(-y / 0.035) + 0.012 * np.exp(-(1.0 - y) / 0.03)
+        return straight + bulge - rounding
+
+
 @dataclass(frozen=True)
 class Palette:
-    """The colours of one lamp (RGB, 0..255)."""
+    """The look of one lamp: colours (RGB, 0..255) and bottle shape."""
 
     background_top: tuple[float, float, float]
     """Background colour at the top of the frame."""
@@ -34,25 +61,33 @@ class Palette:
     """Wax colour near the bulb, where light shines through it."""
     metal: tuple[float, float, float]
     """Colour of the cap and base."""
+    glass: Glass
+    """Shape of the bottle."""
+    reflection: float
+    """Brightness of the window reflection on the glass (0..255 added at its centre)."""
 
 
 PALETTES: dict[str, Palette] = {
     "classic": Palette(  # orange-red wax in purple liquid, on black (like a 1970s lamp)
-        background_top=(2, 1, 3), background_bottom=(6, 3, 5), glow=(70, 25, 60),
-        liquid_top=(120, 40, 120), liquid_bottom=(235, 120, 170),
-        wax_cool=(245, 85, 80), wax_hot=(255, 215, 90), metal=(70, 60, 62)),
-    "sunset": Palette(  # yellow wax in red liquid
-        background_top=(3, 1, 1), background_bottom=(8, 3, 2), glow=(80, 20, 5),
-        liquid_top=(120, 12, 8), liquid_bottom=(230, 70, 20),
-        wax_cool=(250, 150, 30), wax_hot=(255, 240, 120), metal=(72, 62, 55)),
-    "bluelamp": Palette(  # purple wax in blue liquid, in front of a pale wall
-        background_top=(205, 205, 200), background_bottom=(180, 180, 176), glow=(0, 0, 0),
-        liquid_top=(20, 90, 190), liquid_bottom=(40, 150, 235),
-        wax_cool=(45, 20, 110), wax_hot=(95, 50, 170), metal=(95, 100, 110)),
-    "emerald": Palette(  # green wax in clear-yellow liquid, on black
-        background_top=(1, 2, 1), background_bottom=(4, 5, 3), glow=(40, 50, 10),
-        liquid_top=(120, 110, 30), liquid_bottom=(240, 220, 110),
-        wax_cool=(40, 170, 60), wax_hot=(170, 240, 90), metal=(60, 64, 60)),
+        background_top=(2, 1, 3), background_bottom=(5, 2, 4), glow=(60, 18, 50),
+        liquid_top=(92, 16, 64), liquid_bottom=(215, 72, 118),
+        wax_cool=(250, 50, 58), wax_hot=(255, 215, 120), metal=(52, 46, 50),
+        glass=Glass(bottom=0.36, top=0.22), reflection=10.0),
+    "sunset": Palette(  # yellow wax in red liquid, on black
+        background_top=(3, 1, 1), background_bottom=(7, 3, 2), glow=(70, 16, 4),
+        liquid_top=(105, 8, 6), liquid_bottom=(235, 70, 18),
+        wax_cool=(255, 150, 25), wax_hot=(255, 240, 125), metal=(56, 48, 44),
+        glass=Glass(bottom=0.35, top=0.21, bulge=0.02), reflection=10.0),
+    "bluelamp": Palette(  # dark purple wax in blue liquid, in front of a pale wall
+        background_top=(198, 199, 195), background_bottom=(180, 181, 177), glow=(0, 0, 0),
+        liquid_top=(12, 62, 125), liquid_bottom=(40, 112, 180),
+        wax_cool=(22, 12, 42), wax_hot=(48, 30, 95), metal=(40, 42, 50),
+        glass=Glass(bottom=0.21, top=0.15, bulge=0.05), reflection=130.0),
+    "emerald": Palette(  # green wax in golden liquid, on black
+        background_top=(1, 2, 1), background_bottom=(4, 5, 3), glow=(40, 48, 10),
+        liquid_top=(110, 95, 20), liquid_bottom=(240, 215, 100),
+        wax_cool=(30, 165, 55), wax_hot=(165, 240, 85), metal=(50, 54, 50),
+        glass=Glass(bottom=0.34, top=0.2, bulge=0.03), reflection=14.0),
 }
 
 
@@ -66,9 +101,9 @@ class SimulatorConfig:
     """Frames per second of simulated time; each frame advances the physics by 1/fps seconds."""
     palette: str | None = None
     """Colour scheme (a key of PALETTES); None picks one from the seed."""
-    n_blobs: int = 9
+    n_blobs: int = 10
     """Free wax blobs at the start (the pool at the bottom holds the rest of the wax)."""
-    max_blobs: int = 16
+    max_blobs: int = 18
     """Most free blobs at once; the pool stops releasing wax and blobs stop splitting at this count."""
     speed: float = 1.0
     """Multiplier on all physical rates (1.0 moves like a real lamp: a blob crosses it in 10-40 s)."""
@@ -94,23 +129,6 @@ class SimulatorConfig:
             raise ValueError("edge_px must be > 0 and grain >= 0")
         if not 0.0 <= self.warmup_s <= 3600.0:
             raise ValueError(f"warmup_s must be in 0..3600, got {self.warmup_s}")
-
-
-# Lamp geometry in lamp units: the glass is 1 tall, y = 0 at its bottom, x = 0 on its axis.
-GLASS_HALF_WIDTH_BOTTOM = 0.42
-GLASS_HALF_WIDTH_TOP = 0.24
-GLASS_TOP_FRAME = 0.085
-"""Row of the glass top as a fraction of the frame height."""
-GLASS_BOTTOM_FRAME = 0.895
-"""Row of the glass bottom as a fraction of the frame height."""
-
-
-def glass_half_width(y: np.ndarray) -> np.ndarray:
-    """Inner half-width of the tapered glass at height y (lamp units), slightly rounded at the base."""
-    y = np.asarray(y, dtype=np.float64)
-    straight = GLASS_HALF_WIDTH_BOTTOM + (GLASS_HALF_WIDTH_TOP - GLASS_HALF_WIDTH_BOTTOM) * y
-    rounding = 0.05 * np.exp(-np.clip(y, 0.0, None) / 0.035)
-    return straight - rounding
 
 
 @dataclass
@@ -153,7 +171,7 @@ class _Physics:
     """Heating rate of wax touching the hot zone above the bulb."""
     cool_rate: float = 0.02
     """Cooling rate of a reference blob in the middle of the lamp."""
-    top_cool_rate: float = 0.07
+    top_cool_rate: float = 0.045
     """Extra cooling rate right under the cap."""
     release_temperature: float = 0.8
     """Wax resting on the pool stays there until it is this warm (it sticks, then lets go)."""
@@ -173,8 +191,8 @@ class _Physics:
     """Chance per second that a big warm blob splits in two."""
     absorb_rate: float = 0.12
     """Chance per second that a cold blob resting on the pool melts back into it."""
-    pool_level_min: float = 0.04
-    pool_level_max: float = 0.14
+    pool_level_min: float = 0.05
+    pool_level_max: float = 0.16
     ref_radius: float = 0.07
 
 
@@ -187,10 +205,12 @@ class LavaLampSimulator:
         self._rng = np.random.default_rng(seed)
         names = sorted(PALETTES)
         self.palette_name = config.palette or names[int(self._rng.integers(len(names)))]
+        self.glass = PALETTES[self.palette_name].glass
         self._phys = _Physics()
+        self._wax_scale = min(1.0, self.glass.bottom / 0.34)  # narrow bottles hold smaller blobs
         self.time_s = 0.0
         self.frame_index = 0
-        self._pool_level = 0.09
+        self._pool_level = 0.1
         self._ripple_phase = self._rng.uniform(0, 2 * np.pi, size=3)
         self.blobs = self._initial_blobs(config.n_blobs)
         self._advance(config.warmup_s, max_step_s=WARMUP_STEP_S)
@@ -222,9 +242,9 @@ class LavaLampSimulator:
     # ---- physics ------------------------------------------------------------------------------
     def _initial_blobs(self, n: int) -> Blobs:
         rng = self._rng
-        radius = rng.uniform(0.035, 0.095, size=n)
+        radius = self._wax_scale * np.exp(rng.uniform(np.log(0.035), np.log(0.13), size=n))
         y = rng.uniform(0.2, 0.9, size=n)
-        x = rng.uniform(-1, 1, size=n) * (glass_half_width(y) - radius) * 0.8
+        x = rng.uniform(-1, 1, size=n) * (self.glass.half_width(y) - radius) * 0.8
         temperature = rng.uniform(0.3, 0.7, size=n)
         zeros = np.zeros(n)
         return Blobs(x, y, zeros.copy(), zeros.copy(), radius, temperature, radius.copy())
@@ -282,7 +302,7 @@ class LavaLampSimulator:
 
     def _confine(self, b: Blobs) -> None:
         """Keep blobs inside the glass: squashed a little against the walls, cap and pool."""
-        limit = np.maximum(glass_half_width(b.y) - 0.85 * b.radius, 0.0)
+        limit = np.maximum(self.glass.half_width(b.y) - 0.85 * b.radius, 0.0)
         hit = np.abs(b.x) > limit
         b.x = np.clip(b.x, -limit, limit)
         b.vx = np.where(hit, -0.3 * b.vx, b.vx)
@@ -299,7 +319,7 @@ class LavaLampSimulator:
         if not growing.any():
             return
         new_r = np.minimum(b.grow_to, b.radius + dt * b.grow_to / p.grow_time_s)
-        self._pool_level -= float(np.sum(_pool_rise(new_r ** 3 - b.radius ** 3)))
+        self._pool_level -= float(np.sum(self._pool_rise(new_r ** 3 - b.radius ** 3)))
         b.radius = np.where(growing, new_r, b.radius)
 
     def _events(self, dt: float) -> None:
@@ -326,7 +346,7 @@ class LavaLampSimulator:
 
     def _maybe_split(self, dt: float) -> None:
         b = self.blobs
-        big = (b.radius > 0.085) & (b.temperature > 0.55) & (b.grow_to <= b.radius)
+        big = (b.radius > 0.1 * self._wax_scale) & (b.temperature > 0.55) & (b.grow_to <= b.radius)
         if len(b) >= self.config.max_blobs or not big.any():
             return
         if self._rng.random() > self._phys.split_rate * dt * big.sum():
@@ -340,7 +360,7 @@ class LavaLampSimulator:
         if len(b) <= 1 or not resting.any() or self._rng.random() > self._phys.absorb_rate * dt * resting.sum():
             return
         i = int(self._rng.choice(np.flatnonzero(resting)))
-        self._pool_level += float(_pool_rise(b.radius[i] ** 3))
+        self._pool_level += float(self._pool_rise(b.radius[i] ** 3))
         self.blobs = b.take(np.arange(len(b)) != i)
 
     def _maybe_spawn(self, dt: float) -> None:
@@ -350,22 +370,23 @@ class LavaLampSimulator:
         rate = p.spawn_rate * (fullness + (1.0 if few else 0.0))
         if len(self.blobs) >= self.config.max_blobs or self._rng.random() > rate * dt:
             return
-        r = float(self._rng.uniform(0.045, 0.1))
-        x = float(self._rng.uniform(-1, 1) * (glass_half_width(self._pool_level) - r) * 0.7)
+        r = self._wax_scale * float(np.exp(self._rng.uniform(np.log(0.05), np.log(0.13))))
+        x = float(self._rng.uniform(-1, 1) * (self.glass.half_width(self._pool_level) - r) * 0.7)
         self.blobs = self.blobs.append(x=x, y=self._pool_level - 0.2 * r, vx=0.0, vy=0.0,
                                        radius=0.3 * r, temperature=0.5, grow_to=r)
+
+    def _pool_rise(self, volume: np.ndarray | float) -> np.ndarray | float:
+        """Rise of the pool level when a sphere of radius^3 = volume melts into it."""
+        return 4.0 / 3.0 * volume / (self.glass.bottom ** 2) * 0.35
 
     def _pool_surface(self, x: np.ndarray) -> np.ndarray:
         """Height of the wax pool surface along x: a level with slow, small undulations."""
         t, ph = self.time_s, self._ripple_phase
-        ripple = (np.sin(9.0 * x + 0.21 * t + ph[0]) + 0.6 * np.sin(17.0 * x - 0.33 * t + ph[1])
-                  + 0.4 * np.sin(5.0 * x + 0.13 * t + ph[2]))
-        return self._pool_level + 0.008 * ripple
+        ripple = (np.sin(6.0 * x + 0.11 * t + ph[0]) + 0.5 * np.sin(13.0 * x - 0.19 * t + ph[1])
+                  + 0.7 * np.sin(3.0 * x + 0.07 * t + ph[2]))
+        return self._pool_level + 0.015 * ripple
 
 
-def _pool_rise(volume: np.ndarray | float) -> np.ndarray | float:
-    """Rise of the pool level when a sphere of radius^3 = volume melts into it."""
-    return 4.0 / 3.0 * volume / (GLASS_HALF_WIDTH_BOTTOM ** 2) * 0.35
 
 
 def _fuse(b: Blobs, i: int, j: int) -> Blobs:
@@ -397,62 +418,66 @@ class _Renderer:
 
     def __init__(self, *, config: SimulatorConfig, palette: Palette, rng: np.random.Generator) -> None:
         s = config.frame_size
-        self.size = s
         scale = (GLASS_BOTTOM_FRAME - GLASS_TOP_FRAME) * s  # pixels per lamp unit
         cols = (np.arange(s) + 0.5 - s / 2) / scale
         rows = (GLASS_BOTTOM_FRAME * s - (np.arange(s) + 0.5)) / scale
         lx, ly = np.meshgrid(cols, rows)
-        coverage = _glass_coverage(lx, ly, 1.0 / scale)
-        inside = coverage > 0
-        self.index = np.flatnonzero(inside.ravel())
+        glass = palette.glass
+        coverage = _glass_coverage(glass, lx, ly, 1.0 / scale)
+        self.index = np.flatnonzero(coverage.ravel() > 0)
         self.px = lx.ravel()[self.index].astype(np.float32)
         self.py = ly.ravel()[self.index].astype(np.float32)
-        self.edge = np.float32(config.edge_px / scale)
+        self.edge_field = np.float32(4.0 * config.edge_px / scale / 0.07)  # field drop over edge_px
         vignette = _vignette(s)
-        grain = rng.normal(0.0, config.grain, size=(s, s, 3))
-        background = _background(lx, ly, coverage, palette, scale) * vignette[..., None] + grain
-        cov = coverage.ravel()[self.index][:, None]
-        vig = vignette.ravel()[self.index][:, None]
-        bg_flat = background.reshape(-1, 3)[self.index]
-        liquid, wax = _interior(self.px, self.py, palette)
-        glass = _glass_highlights(self.px, self.py, palette)
-        self.base = (bg_flat * (1 - cov) + (liquid + glass) * cov * vig).astype(np.float32)
-        self.wax_gain = (wax * cov * vig).astype(np.float32)
-        self.liquid_gain = (liquid * cov * vig).astype(np.float32)
+        background = _background(glass, lx, ly, palette) * vignette[..., None]
+        background += rng.normal(0.0, config.grain, size=background.shape)
         self.static = np.clip(background + 0.5, 0, 255).astype(np.uint8)
-        self.column_x = self.px
+        gain = (coverage.ravel()[self.index] * vignette.ravel()[self.index])[:, None]
+        bg_flat = background.reshape(-1, 3)[self.index]
+        liquid, wax_cool, wax_hot, self.hot = _interior(glass, self.px, self.py, palette)
+        shine = _glass_highlights(glass, self.px, self.py, palette)
+        self.base = (bg_flat * (1 - gain / vignette.ravel()[self.index][:, None])
+                     + (liquid + shine) * gain).astype(np.float32)
+        self.liquid_gain = (liquid * gain).astype(np.float32)
+        self.wax_cool_gain = (wax_cool * gain).astype(np.float32)
+        self.wax_hot_gain = ((wax_hot - wax_cool) * gain).astype(np.float32)
 
     def render(self, blobs: Blobs, pool_surface, out: np.ndarray) -> None:
-        field = self._field(blobs, pool_surface)
-        alpha = np.clip((field - 1.0) / (self.edge * 57.0) + 0.5, 0.0, 1.0)
+        field, heat, lit = self._field(blobs, pool_surface)
+        alpha = np.clip((field - 1.0) / self.edge_field + 0.5, 0.0, 1.0)
         alpha = alpha * alpha * (3.0 - 2.0 * alpha)
-        shade = 0.72 + 0.4 * np.sqrt(np.clip(1.0 - 1.0 / np.maximum(field, 1e-3), 0.0, 1.0))
-        pixels = self.base + alpha[:, None] * (shade[:, None] * self.wax_gain - self.liquid_gain)
+        core = np.sqrt(np.clip(1.0 - 1.0 / np.maximum(field, 1e-3), 0.0, 1.0))
+        shade = (0.66 + 0.4 * core) * (1.0 + 0.3 * lit)
+        mix = np.clip(self.hot + 0.6 * (heat - 0.5), 0.0, 1.0)
+        wax = self.wax_cool_gain + mix[:, None] * self.wax_hot_gain
+        pixels = self.base + alpha[:, None] * (shade[:, None] * wax - self.liquid_gain)
         out[...] = self.static
-        flat = out.reshape(-1, 3)
-        flat[self.index] = np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
+        out.reshape(-1, 3)[self.index] = np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
 
-    def _field(self, blobs: Blobs, pool_surface) -> np.ndarray:
-        """Metaball field over the glass pixels: 1 on the wax surface, above 1 inside."""
-        level = pool_surface(self.column_x).astype(np.float32)
-        field = np.exp(np.minimum((level - self.py) / np.float32(0.012), 30.0))
+    def _field(self, blobs: Blobs, pool_surface) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per glass pixel: the metaball field (1 on the wax surface, above 1 inside), the
+        temperature of the wax there and how far below its blob's centre it lies (-1..1)."""
+        level = pool_surface(self.px).astype(np.float32)
+        pool = np.exp(np.minimum((level - self.py) / np.float32(0.012), 30.0))
         if len(blobs) == 0:
-            return field
-        speed = np.abs(blobs.vy) / 0.05
-        stretch = (1.0 + 0.18 * np.tanh(speed)).astype(np.float32)
-        x = blobs.x.astype(np.float32)[:, None]
-        y = blobs.y.astype(np.float32)[:, None]
-        r2 = (blobs.radius.astype(np.float32) ** 2)[:, None]
-        dx = (self.px[None, :] - x) * np.sqrt(stretch)[:, None]
-        dy = (self.py[None, :] - y) / stretch[:, None]
-        q = r2 / (dx * dx + dy * dy + np.float32(1e-6))
-        return field + (q * q).sum(axis=0)
+            return pool, np.ones_like(pool), np.ones_like(pool)
+        stretch = (1.0 + 0.45 * np.tanh(np.abs(blobs.vy) / 0.05)).astype(np.float32)[:, None]
+        radius = blobs.radius.astype(np.float32)[:, None]
+        dx = (self.px[None, :] - blobs.x.astype(np.float32)[:, None]) * np.sqrt(stretch)
+        below = blobs.y.astype(np.float32)[:, None] - self.py[None, :]  # (n, P)
+        dy = below / stretch
+        q = radius * radius / (dx * dx + dy * dy + np.float32(1e-6))
+        w = q * q  # (n, P): each blob's share of the field
+        field = pool + w.sum(axis=0)
+        temperature = blobs.temperature.astype(np.float32)[:, None]
+        heat = (pool + (w * temperature).sum(axis=0)) / field
+        lit = (pool + (w * np.clip(below / radius, -1.0, 1.0)).sum(axis=0)) / field
+        return field, heat, lit
 
 
-def _glass_coverage(lx: np.ndarray, ly: np.ndarray, pixel: float) -> np.ndarray:
+def _glass_coverage(glass: Glass, lx: np.ndarray, ly: np.ndarray, pixel: float) -> np.ndarray:
     """Fraction of each pixel inside the glass (anti-aliased over about one pixel)."""
-    half = glass_half_width(np.clip(ly, 0.0, 1.0))
-    side = np.clip((half - np.abs(lx)) / pixel + 0.5, 0.0, 1.0)
+    side = np.clip((glass.half_width(ly) - np.abs(lx)) / pixel + 0.5, 0.0, 1.0)
     vertical = np.clip(ly / pixel + 0.5, 0.0, 1.0) * np.clip((1.0 - ly) / pixel + 0.5, 0.0, 1.0)
     return side * vertical
 
@@ -460,60 +485,57 @@ def _glass_coverage(lx: np.ndarray, ly: np.ndarray, pixel: float) -> np.ndarray:
 def _vignette(s: int) -> np.ndarray:
     """Slight darkening towards the corners, like a camera lens."""
     u = (np.arange(s) + 0.5) / s * 2 - 1
-    r2 = u[None, :] ** 2 + u[:, None] ** 2
-    return 1.0 - 0.22 * r2 / 2
+    return 1.0 - 0.11 * (u[None, :] ** 2 + u[:, None] ** 2)
 
 
-def _background(lx, ly, coverage, palette: Palette, scale: float) -> np.ndarray:
-    """Background, halo, metal cap and base: everything that does not move."""
+def _background(glass: Glass, lx: np.ndarray, ly: np.ndarray, palette: Palette) -> np.ndarray:
+    """Background, halo, metal cap and base: everything outside the glass, which never moves."""
     t = np.clip((ly + 0.2) / 1.4, 0.0, 1.0)[..., None]
     bg = np.array(palette.background_bottom) * (1 - t) + np.array(palette.background_top) * t
-    half = glass_half_width(np.clip(ly, 0.0, 1.0))
-    gap = np.maximum(np.abs(lx) - half, 0.0) + np.maximum(-ly, 0.0) + np.maximum(ly - 1.0, 0.0)
-    warmth = np.exp(-gap / 0.09) * (0.5 + 0.5 * np.exp(-np.clip(ly, 0, 1) / 0.35))
-    bg = bg + np.array(palette.glow) * warmth[..., None] * 0.6
-    metal = _metal(lx, ly, palette)
+    gap = (np.maximum(np.abs(lx) - glass.half_width(ly), 0.0) + np.maximum(-ly, 0.0)
+           + np.maximum(ly - 1.0, 0.0))
+    halo = np.exp(-gap / 0.07) * (0.4 + 0.6 * np.exp(-np.clip(ly, 0, 1) / 0.35))
+    bg = bg + 0.5 * np.array(palette.glow) * halo[..., None]
+    metal = _metal(glass, lx, ly, palette)
     return metal[..., :3] * metal[..., 3:] + bg * (1 - metal[..., 3:])
 
 
-def _metal(lx: np.ndarray, ly: np.ndarray, palette: Palette) -> np.ndarray:
-    """RGBA of the cap (cone above the glass) and the base (cone below it)."""
-    cap_half = GLASS_HALF_WIDTH_TOP + 0.02 - 0.35 * np.clip(ly - 1.0, 0.0, None)
-    cap = (ly > 1.0) & (ly < 1.25) & (np.abs(lx) < cap_half)
-    base_half = GLASS_HALF_WIDTH_BOTTOM - 0.03 + 0.45 * np.clip(-ly, 0.0, None)
-    base = (ly < 0.0) & (ly > -0.3) & (np.abs(lx) < base_half)
+def _metal(glass: Glass, lx: np.ndarray, ly: np.ndarray, palette: Palette) -> np.ndarray:
+    """RGBA of the cap (a cone above the glass) and the base (a cone widening below it)."""
+    cap_half = glass.top + 0.01 - 0.3 * np.clip(ly - 1.0, 0.0, None)
+    base_half = glass.bottom - 0.02 + 0.35 * np.clip(-ly, 0.0, None)
     half = np.where(ly > 0.5, cap_half, base_half)
+    inside = ((ly > 1.0) | (ly < 0.0)) & (np.abs(lx) < half)
     u = np.clip(lx / np.maximum(half, 1e-3), -1.0, 1.0)
-    # brushed metal on a cylinder: a dull body, a soft highlight left of the axis, dark rims
-    light = 0.35 + 0.55 * np.exp(-((u + 0.35) / 0.25) ** 2) + 0.25 * (1 - u * u)
-    near_glass = np.exp(-np.minimum(np.abs(ly), np.abs(ly - 1.0)) / 0.05)
-    rgb = np.array(palette.metal) * light[..., None] + 0.5 * np.array(palette.glow) * near_glass[..., None]
-    alpha = ((cap | base) * (1.0 - 0.6 * (np.abs(u) > 0.92))).astype(np.float64)
-    return np.concatenate([rgb, alpha[..., None]], axis=-1)
+    # brushed metal on a cylinder: a dull body, a soft highlight left of the axis, darker rims
+    light = 0.3 + 0.6 * np.exp(-((u + 0.4) / 0.22) ** 2) + 0.3 * (1 - u * u)
+    near_glass = np.exp(-np.minimum(np.abs(ly), np.abs(ly - 1.0)) / 0.04)
+    rgb = np.array(palette.metal) * light[..., None] + 0.6 * np.array(palette.glow) * near_glass[..., None]
+    edge = np.clip((half - np.abs(lx)) * 200.0, 0.0, 1.0)
+    return np.concatenate([rgb, (inside * edge)[..., None]], axis=-1)
 
 
-def _interior(px: np.ndarray, py: np.ndarray, palette: Palette) -> tuple[np.ndarray, np.ndarray]:
-    """Liquid and wax colours at each glass pixel, lit by the bulb below (float RGB)."""
-    half = glass_half_width(np.clip(py, 0.0, 1.0))
-    u = np.clip(px / half, -1.0, 1.0)
-    bulb = np.exp(-py / 0.22)[:, None]
+def _interior(glass: Glass, px: np.ndarray, py: np.ndarray, palette: Palette):
+    """Per glass pixel: liquid colour, cool and hot wax colours (float RGB) lit by the bulb below,
+    and how much the bulb tints the wax towards its hot colour (0..1)."""
+    u = np.clip(px / glass.half_width(py), -1.0, 1.0)
     depth = np.sqrt(1.0 - 0.85 * u * u)[:, None]  # a cylinder of liquid is thicker on its axis
-    liquid = (np.array(palette.liquid_top) * (1 - bulb) + np.array(palette.liquid_bottom) * bulb)
-    liquid = liquid * (0.75 + 0.3 * depth)
-    hot = np.exp(-py / 0.16)[:, None]
-    wax = np.array(palette.wax_cool) * (1 - hot) + np.array(palette.wax_hot) * hot
-    wax = wax * (0.8 + 0.25 * depth) * (0.85 + 0.15 * (1 - py[:, None]))
-    return liquid, wax
+    bulb = np.exp(-py / 0.3)[:, None]
+    liquid = np.array(palette.liquid_top) * (1 - bulb) + np.array(palette.liquid_bottom) * bulb
+    liquid = liquid * (0.7 + 0.35 * depth)
+    light = ((0.8 + 0.25 * depth) * (0.88 + 0.12 * (1 - py[:, None])))
+    wax_cool = np.array(palette.wax_cool, dtype=np.float64) * light
+    wax_hot = np.array(palette.wax_hot, dtype=np.float64) * light
+    return liquid, wax_cool, wax_hot, np.exp(-py / 0.14).astype(np.float32)
 
 
-def _glass_highlights(px: np.ndarray, py: np.ndarray, palette: Palette) -> np.ndarray:
-    """A faint vertical reflection stripe and brighter rims where the glass curves away."""
-    half = glass_half_width(np.clip(py, 0.0, 1.0))
-    u = px / half
-    stripe = np.exp(-((u + 0.55) / 0.07) ** 2) * (0.4 + 0.6 * np.clip(py, 0, 1))
-    rim = np.exp(-(1.0 - np.abs(u)) / 0.06)
-    lum = 18.0 * stripe[:, None] + 0.25 * rim[:, None] * np.array(palette.liquid_bottom)
-    return lum * np.ones(3)
+def _glass_highlights(glass: Glass, px: np.ndarray, py: np.ndarray, palette: Palette) -> np.ndarray:
+    """A vertical window reflection left of the axis and brighter rims where the glass curves away."""
+    u = px / glass.half_width(py)
+    along = np.clip((py - 0.12) / 0.15, 0.0, 1.0) * np.clip((0.9 - py) / 0.15, 0.0, 1.0)
+    stripe = np.exp(-((u + 0.5) / 0.06) ** 2) * along
+    rim = np.exp(-(1.0 - np.abs(u)) / 0.05)
+    return palette.reflection * stripe[:, None] + 0.3 * rim[:, None] * np.array(palette.liquid_bottom)
 
 
 def simulate(frames: int, *, seed: int, size: int = 64, fps: float = 30.0,
