@@ -177,7 +177,7 @@ def _build_lamp(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Lam
                             f"latent size {rnn_config.latent_size} disagree")
     decoder = ConvDecoder(frame_size=decoder_config.frame_size, latent_size=decoder_config.latent_size,
                           base_channels=decoder_config.base_channels,
-                          max_channels=decoder_config.max_channels)
+                          max_channels=decoder_config.max_channels, sphere=decoder_config.sphere)
     rnn = LatentRNN(rnn_config)
     encoder = None
     if header.get("has_encoder"):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 
 from lavalamp.models.checkpoint import DataInfo, Lamp
-from lavalamp.models.conv import ConvDecoder, ConvEncoder
 from lavalamp.models.latent import LatentStats
 from lavalamp.models.rnn import LatentRNN, LatentRNNConfig
-from lavalamp.models.vae import VAEConfig
+from lavalamp.models.vae import VAE, VAEConfig
 
 
 def make_lamp(*, frame_size: int = 64, latent_size: int = 8, hidden_size: int = 16,
@@ -23,10 +22,8 @@ def make_lamp(*, frame_size: int = 64, latent_size: int = 8, hidden_size: int = 
     torch.manual_seed(seed)
     vae = VAEConfig(frame_size=frame_size, latent_size=latent_size, base_channels=base_channels,
                     max_channels=8 * base_channels)
-    decoder = ConvDecoder(frame_size=frame_size, latent_size=latent_size,
-                          base_channels=base_channels, max_channels=vae.max_channels)
-    encoder = ConvEncoder(frame_size=frame_size, base_channels=base_channels,
-                          max_channels=vae.max_channels, out_features=2 * latent_size)
+    model = VAE(vae)
+    decoder, encoder = model.decoder, model.encoder
     rnn = LatentRNN(LatentRNNConfig(latent_size=latent_size, hidden_size=hidden_size, head=head,
                                     cell=cell, mixtures=3))
     with torch.no_grad():
