@@ -12,6 +12,8 @@ from .config import DisplayConfig
 log = logging.getLogger(__name__)
 
 WINDOW_SIZE = 720  # side of the window when windowed with width/height 0
+SOFTWARE_DRIVERS = ("x11", "wayland")  # SDL drivers with a cheap native shared-memory framebuffer
+FRAMEBUFFER_HINT = "SDL_FRAMEBUFFER_ACCELERATION"
 REOPEN_TRIES = 3
 
 
@@ -108,8 +110,9 @@ class PygameRenderer:
     def apply(self, config: DisplayConfig) -> None:
         """Take a new display config, re-setting the mode in the same window if it matters."""
         old, self.config = self.config, config
-        if (old.fullscreen, old.display, old.width, old.height, old.vsync) != \
-                (config.fullscreen, config.display, config.width, config.height, config.vsync):
+        if (old.fullscreen, old.display, old.width, old.height, old.vsync, old.framebuffer) != \
+                (config.fullscreen, config.display, config.width, config.height, config.vsync,
+                 config.framebuffer):
             self._set_mode()
         else:
             self._relayout()
@@ -126,23 +129,43 @@ class PygameRenderer:
         sizes = pygame.display.get_desktop_sizes()
         return sizes[min(c.display, len(sizes) - 1)] if sizes else (0, 0)
 
+    def _choose_framebuffer(self) -> None:
+        """SDL's framebuffer hint from display.framebuffer, unless the environment already sets it.
+
+        Under Xvfb, SDL's default OpenGL framebuffer runs on llvmpipe and costs 6x the CPU of the
+        shared-memory path (measured: 19 ms vs 3 ms per 1920x1080 frame).
+        """
+        import pygame
+
+        choice = self.config.framebuffer
+        if choice == "auto":
+            choice = "software" if pygame.display.get_driver() in SOFTWARE_DRIVERS else "accelerated"
+        if FRAMEBUFFER_HINT not in os.environ or getattr(self, "_hint_set", False):
+            os.environ[FRAMEBUFFER_HINT] = "0" if choice == "software" else "1"
+            self._hint_set = True
+        self._accelerated = os.environ[FRAMEBUFFER_HINT] != "0"
+
     def _set_mode(self) -> None:
         import pygame
 
         c = self.config
+        self._choose_framebuffer()
         flags = pygame.FULLSCREEN if c.fullscreen else pygame.RESIZABLE
         display = min(c.display, max(pygame.display.get_num_displays() - 1, 0))
+        vsync = c.vsync and self._accelerated  # pygame's vsync always goes through OpenGL
         try:
             self.screen = pygame.display.set_mode(self._size(), flags, display=display,
-                                                  vsync=int(c.vsync))
+                                                  vsync=int(vsync))
         except pygame.error as exc:
-            if not c.vsync:
+            if not vsync:
                 raise
             log.info("vsync not available here (%s): using the fps cap alone", exc)
             self.screen = pygame.display.set_mode(self._size(), flags, display=display)
         self._set_cursor()
-        log.info("display %dx%d %s on display %d", *self.screen.get_size(),
-                 "fullscreen" if c.fullscreen else "windowed", display)
+        log.info("display %dx%d %s on display %d (%s, %s framebuffer, %s)",
+                 *self.screen.get_size(), "fullscreen" if c.fullscreen else "windowed", display,
+                 pygame.display.get_driver(), "accelerated" if self._accelerated else "software",
+                 "vsync" if vsync else f"paced at {c.fps:g} fps")
         self._relayout()
 
     def _set_cursor(self) -> None:
