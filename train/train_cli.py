@@ -35,6 +35,7 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
                    help="also train on N clips of the built-in simulator (seeds SIM_SEED..)")
     p.add_argument("--sim-frames", type=int, default=3000, help="frames per simulated clip (30 fps)")
     p.add_argument("--sim-seed", type=int, default=0, help="seed of the first simulated clip")
+    p.add_argument("--sim-palette", help="colour scheme of the simulated lamp (default: by seed)")
     p.add_argument("--out", type=Path, help="checkpoint to write (default RUN_DIR/lamp.safetensors)")
     p.add_argument("--run-dir", type=Path, default=Path("runs/lamp"),
                    help="folder for resumable state, loss curves, samples (default runs/lamp)")
@@ -124,7 +125,8 @@ def _settings(args: argparse.Namespace) -> dict:
                "default_fps": args.default_fps, "val_fraction": args.val_fraction}
     return {"train": train, "footage": footage,
             "sources": [str(Path(s).resolve()) for s in args.sources],
-            "simulator": {"clips": args.sim_clips, "frames": args.sim_frames, "seed": args.sim_seed}}
+            "simulator": {"clips": args.sim_clips, "frames": args.sim_frames, "seed": args.sim_seed,
+                          "palette": args.sim_palette}}
 
 
 def _budget(args: argparse.Namespace) -> dict:
@@ -161,12 +163,13 @@ def _footage(settings: dict, config: TrainConfig) -> Footage:
     if sim["clips"] > 0:
         seeds = range(sim["seed"], sim["seed"] + sim["clips"])
         parts.append(Footage(
-            sequences=[simulate(sim["frames"], seed=s, size=config.frame_size, fps=SIM_FPS)
-                       for s in seeds],
+            sequences=[simulate(sim["frames"], seed=s, size=config.frame_size, fps=SIM_FPS,
+                                palette=sim["palette"]) for s in seeds],
             names=[f"simulator seed {s}" for s in seeds], source_fps=[SIM_FPS] * len(seeds),
             frame_step=1, val_fraction=footage_config.val_fraction,
             description=f"{len(seeds)} clips x {sim['frames']} frames of the built-in simulator "
-                        f"(seeds {seeds[0]}..{seeds[-1]}, {SIM_FPS:g} fps)"))
+                        f"(seeds {seeds[0]}..{seeds[-1]}, palette {sim['palette'] or 'by seed'}, "
+                        f"{SIM_FPS:g} fps)"))
     return Footage(sequences=[s for p in parts for s in p.sequences],
                    names=[n for p in parts for n in p.names],
                    source_fps=[f for p in parts for f in p.source_fps], frame_step=1,
