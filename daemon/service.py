@@ -336,7 +336,8 @@ class Daemon:
             if not ready:
                 ready = True
                 notify.notify("READY=1")
-                log.info("first frame on screen %.2f s after the process started", process_age())
+                log.info("first frame on screen %.2f s after the process started (%.2f s of CPU)",
+                         process_age(), time.process_time())
             if self.max_frames is not None and displayed >= self.max_frames:
                 log.info("%d frames displayed: done", displayed)
                 return EXIT_OK
