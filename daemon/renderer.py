@@ -96,9 +96,15 @@ class PygameRenderer:
         os.environ.setdefault("SDL_VIDEO_MINIMIZE_ON_FOCUS_LOSS", "0")
         import pygame
 
-        pygame.display.init()
-        pygame.display.set_caption(self.title)
-        self._set_mode()
+        try:
+            pygame.display.init()
+            pygame.display.set_caption(self.title)
+            self._set_mode()
+        except pygame.error as exc:
+            pygame.display.quit()
+            raise DisplayLost(f"cannot open the display ({exc}); is DISPLAY set, or "
+                              "SDL_VIDEODRIVER=kmsdrm on a console? --headless runs without one"
+                              ) from None
 
     def close(self) -> None:
         """Close the window."""
@@ -249,7 +255,7 @@ class PygameRenderer:
                 pygame.display.quit()
                 self.open()
                 return
-            except pygame.error as again:
+            except DisplayLost as again:
                 log.error("reopening the display failed (%d/%d): %s", attempt, REOPEN_TRIES, again)
                 pygame.time.wait(500 * attempt)
         raise DisplayLost(f"the display is gone and could not be opened again: {exc}")

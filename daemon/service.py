@@ -52,7 +52,8 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Load the config and run the daemon until it is stopped; the exit status."""
+    """Load the config and run the daemon until it is stopped; the exit status (bad arguments),
+    else the process ends with it."""
     if args.max_frames is not None and args.max_frames < 1:
         log.error("--max-frames: expected a positive number of frames, got %d", args.max_frames)
         return EXIT_USAGE
@@ -190,6 +191,9 @@ class Daemon:
             except (LampLoadError, DeviceError, MetricsError) as exc:
                 log.error("%s", exc)
                 return EXIT_USAGE
+            except DisplayLost as exc:  # perhaps not up yet at boot: let the supervisor retry
+                log.critical("%s", exc)
+                return EXIT_FAILURE
             try:
                 return self._frame_loop()
             except DisplayLost as exc:

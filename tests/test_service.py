@@ -197,3 +197,11 @@ def test_sighup_reloads_refuses_a_bad_config_and_sigusr1_dumps_stacks(tmp_path, 
     finally:
         run.kill()
     assert code == EXIT_OK and seconds < 2.0
+
+
+def test_no_display_is_a_clear_failure_the_supervisor_retries(tmp_path, lamp_path):
+    run = Running(["--model", lamp_path, "--config", write_config(tmp_path / "c.yaml")],
+                  env={"SDL_VIDEODRIVER": "x11", "DISPLAY": ":987"})
+    assert run.proc.wait(60) == EXIT_FAILURE
+    out = run.output()
+    assert "cannot open the display" in out and "--headless" in out and "Traceback" not in out
