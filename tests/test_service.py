@@ -3,6 +3,7 @@
 import signal
 import socket
 import threading
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -36,6 +37,17 @@ def test_max_frames_shows_exactly_n_frames_then_exits_0(tmp_path, lamp_path):
     assert metric(registry, "lavalamp_up") == 0
     assert metric(registry, "lavalamp_frame_seconds_count") == 24
     assert d.renderer.last_frame.shape == (64, 64, 3) and d.renderer.last_frame.std() > 1
+
+
+@pytest.mark.parametrize("fps", [30, 120])
+def test_the_lamp_runs_at_real_lamp_speed_whatever_the_display_fps(tmp_path, lamp_path, fps):
+    d, registry = daemon(tmp_path, lamp_path, {"display": {"fps": fps}}, max_frames=fps)
+    started = time.monotonic()
+    assert d.run() == EXIT_OK
+    elapsed = time.monotonic() - started
+    shown = d.ring.first_seq  # frames before the one on screen were released
+    assert metric(registry, "lavalamp_ring_buffer_underruns_total") == 0
+    assert 0.5 * 5.0 * elapsed <= shown + 1 <= 5.0 * elapsed + 1  # the fake lamp: 5 lamp fps
 
 
 def test_the_display_is_blanked_and_generation_paused_by_the_schedule(tmp_path, lamp_path,
