@@ -103,7 +103,7 @@ class SimulatorConfig:
     """Colour scheme (a key of PALETTES); None picks one from the seed."""
     n_blobs: int = 10
     """Free wax blobs at the start (the pool at the bottom holds the rest of the wax)."""
-    max_blobs: int = 18
+    max_blobs: int = 20
     """Most free blobs at once; the pool stops releasing wax and blobs stop splitting at this count."""
     speed: float = 1.0
     """Multiplier on all physical rates (1.0 moves like a real lamp: a blob crosses it in 10-40 s)."""
@@ -171,7 +171,7 @@ class _Physics:
     """Heating rate of wax touching the hot zone above the bulb."""
     cool_rate: float = 0.02
     """Cooling rate of a reference blob in the middle of the lamp."""
-    top_cool_rate: float = 0.045
+    top_cool_rate: float = 0.03
     """Extra cooling rate right under the cap."""
     release_temperature: float = 0.8
     """Wax resting on the pool stays there until it is this warm (it sticks, then lets go)."""
@@ -185,10 +185,12 @@ class _Physics:
     """Blobs released per second by a full pool."""
     grow_time_s: float = 6.0
     """Time for a new blob to bulge out of the pool to full size."""
-    merge_rate: float = 0.12
+    merge_rate: float = 0.06
     """Chance per second that two overlapping blobs fuse."""
-    split_rate: float = 0.02
-    """Chance per second that a big warm blob splits in two."""
+    split_rate: float = 0.04
+    """Chance per second that a warm blob of split_radius splits in two (rising as radius^6)."""
+    split_radius: float = 0.1
+    """Blobs larger than this (lamp units, in the widest bottle) may split."""
     absorb_rate: float = 0.12
     """Chance per second that a cold blob resting on the pool melts back into it."""
     pool_level_min: float = 0.05
@@ -345,13 +347,14 @@ class LavaLampSimulator:
         self.blobs = _fuse(b, int(i), int(j))
 
     def _maybe_split(self, dt: float) -> None:
+        """Big warm blobs pinch in two, the bigger the likelier (no blob grows without bound)."""
         b = self.blobs
-        big = (b.radius > 0.1 * self._wax_scale) & (b.temperature > 0.55) & (b.grow_to <= b.radius)
-        if len(b) >= self.config.max_blobs or not big.any():
+        excess = b.radius / (self._phys.split_radius * self._wax_scale)
+        chance = np.where((excess > 1.0) & (b.temperature > 0.5) & (b.grow_to <= b.radius),
+                          self._phys.split_rate * excess ** 6 * dt, 0.0)
+        if len(b) >= self.config.max_blobs or self._rng.random() > chance.sum():
             return
-        if self._rng.random() > self._phys.split_rate * dt * big.sum():
-            return
-        i = int(self._rng.choice(np.flatnonzero(big)))
+        i = int(self._rng.choice(len(b), p=chance / chance.sum()))
         self.blobs = _split(b, i, self._rng)
 
     def _maybe_absorb(self, dt: float) -> None:
@@ -360,8 +363,10 @@ class LavaLampSimulator:
         if len(b) <= 1 or not resting.any() or self._rng.random() > self._phys.absorb_rate * dt * resting.sum():
             return
         i = int(self._rng.choice(np.flatnonzero(resting)))
-        self._pool_level += float(self._pool_rise(b.radius[i] ** 3))
-        self.blobs = b.take(np.arange(len(b)) != i)
+        rise = float(self._pool_rise(b.radius[i] ** 3))
+        if self._pool_level + rise <= self._phys.pool_level_max:
+            self._pool_level += rise
+            self.blobs = b.take(np.arange(len(b)) != i)
 
     def _maybe_spawn(self, dt: float) -> None:
         p = self._phys
@@ -370,14 +375,16 @@ class LavaLampSimulator:
         rate = p.spawn_rate * (fullness + (1.0 if few else 0.0))
         if len(self.blobs) >= self.config.max_blobs or self._rng.random() > rate * dt:
             return
-        r = self._wax_scale * float(np.exp(self._rng.uniform(np.log(0.05), np.log(0.13))))
+        r = self._wax_scale * float(np.exp(self._rng.uniform(np.log(0.04), np.log(0.13))))
+        if self._pool_level - self._pool_rise(r ** 3) < p.pool_level_min:
+            return  # the pool has too little wax left for this blob
         x = float(self._rng.uniform(-1, 1) * (self.glass.half_width(self._pool_level) - r) * 0.7)
         self.blobs = self.blobs.append(x=x, y=self._pool_level - 0.2 * r, vx=0.0, vy=0.0,
                                        radius=0.3 * r, temperature=0.5, grow_to=r)
 
     def _pool_rise(self, volume: np.ndarray | float) -> np.ndarray | float:
         """Rise of the pool level when a sphere of radius^3 = volume melts into it."""
-        return 4.0 / 3.0 * volume / (self.glass.bottom ** 2) * 0.35
+        return volume / (0.5 * self.glass.bottom ** 2)
 
     def _pool_surface(self, x: np.ndarray) -> np.ndarray:
         """Height of the wax pool surface along x: a level with slow, small undulations."""
