@@ -190,16 +190,23 @@ class _Physics:
     split_rate: float = 0.04
     """Chance per second that a warm blob of split_radius splits in two (rising as radius^6)."""
     split_radius: float = 0.1
-    """Blobs larger than this (lamp units, in the widest bottle) may split."""
+    """Blobs larger than this may split (lamp units; scaled down with the blobs in narrow bottles)."""
     absorb_rate: float = 0.12
     """Chance per second that a cold blob resting on the pool melts back into it."""
     pool_level_min: float = 0.05
+    """Lowest level of the pool surface: below it the pool releases no more blobs."""
     pool_level_max: float = 0.16
+    """Highest level of the pool surface: above it sinking blobs are not melted back in."""
     ref_radius: float = 0.07
+    """Radius of the reference blob the size-dependent rates are quoted for."""
 
 
 class LavaLampSimulator:
-    """A running lava lamp: call frames(n) repeatedly for successive frames of one endless clip."""
+    """A running lava lamp: call frames(n) repeatedly for successive frames of one endless clip.
+
+    Public state: `palette_name`, `glass`, `blobs` (the free blobs, lamp units: the glass is 1 tall,
+    y up from its bottom), `time_s` (seconds of clip since the first frame) and `frame_index`.
+    """
 
     def __init__(self, *, config: SimulatorConfig = SimulatorConfig(), seed: int = 0) -> None:
         self.config = config
@@ -212,6 +219,7 @@ class LavaLampSimulator:
         self._wax_scale = min(1.0, self.glass.bottom / 0.34)  # narrow bottles hold smaller blobs
         self.time_s = 0.0
         self.frame_index = 0
+        self._clock_s = 0.0  # physics time, which runs `speed` times faster than the clip
         self._pool_level = 0.1
         self._ripple_phase = self._rng.uniform(0, 2 * np.pi, size=3)
         self.blobs = self._initial_blobs(config.n_blobs)
@@ -232,6 +240,15 @@ class LavaLampSimulator:
             self._renderer.render(self.blobs, self._pool_surface, out[i])
             self.frame_index += 1
         return out
+
+    def skip(self, seconds: float) -> None:
+        """Run the lamp for `seconds` of clip time without rendering (fast-forward)."""
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds}")
+        frames = int(round(seconds * self.config.fps))
+        for _ in range(frames):
+            self._advance(1.0 / self.config.fps)
+        self.frame_index += frames
 
     def iter_chunks(self, n: int, chunk: int = 256) -> Iterator[np.ndarray]:
         """n frames in chunks of at most `chunk`, so long clips never sit in memory whole."""
@@ -256,7 +273,8 @@ class LavaLampSimulator:
         h = dt / steps * self.config.speed
         for _ in range(steps):
             self._step(h)
-            self.time_s += h
+            self._clock_s += h
+        self.time_s += dt
 
     def _step(self, dt: float) -> None:
         self._heat_and_cool(dt)
@@ -388,7 +406,7 @@ class LavaLampSimulator:
 
     def _pool_surface(self, x: np.ndarray) -> np.ndarray:
         """Height of the wax pool surface along x: a level with slow, small undulations."""
-        t, ph = self.time_s, self._ripple_phase
+        t, ph = self._clock_s, self._ripple_phase
         ripple = (np.sin(6.0 * x + 0.11 * t + ph[0]) + 0.5 * np.sin(13.0 * x - 0.19 * t + ph[1])
                   + 0.7 * np.sin(3.0 * x + 0.07 * t + ph[2]))
         return self._pool_level + 0.015 * ripple
@@ -436,15 +454,15 @@ class _Renderer:
         self.py = ly.ravel()[self.index].astype(np.float32)
         self.edge_field = np.float32(4.0 * config.edge_px / scale / 0.07)  # field drop over edge_px
         vignette = _vignette(s)
+        grain = rng.normal(0.0, config.grain, size=(s, s, 3))
         background = _background(glass, lx, ly, palette) * vignette[..., None]
-        background += rng.normal(0.0, config.grain, size=background.shape)
-        self.static = np.clip(background + 0.5, 0, 255).astype(np.uint8)
-        gain = (coverage.ravel()[self.index] * vignette.ravel()[self.index])[:, None]
-        bg_flat = background.reshape(-1, 3)[self.index]
+        self.static = np.clip(background + grain + 0.5, 0, 255).astype(np.uint8)
+        cov = coverage.ravel()[self.index][:, None]
+        gain = cov * vignette.ravel()[self.index][:, None]
         liquid, wax_cool, wax_hot, self.hot = _interior(glass, self.px, self.py, palette)
         shine = _glass_highlights(glass, self.px, self.py, palette)
-        self.base = (bg_flat * (1 - gain / vignette.ravel()[self.index][:, None])
-                     + (liquid + shine) * gain).astype(np.float32)
+        self.base = (background.reshape(-1, 3)[self.index] * (1 - cov) + (liquid + shine) * gain
+                     + grain.reshape(-1, 3)[self.index]).astype(np.float32)
         self.liquid_gain = (liquid * gain).astype(np.float32)
         self.wax_cool_gain = (wax_cool * gain).astype(np.float32)
         self.wax_hot_gain = ((wax_hot - wax_cool) * gain).astype(np.float32)
