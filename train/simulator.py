@@ -409,7 +409,8 @@ class LavaLampSimulator:
         t, ph = self._clock_s, self._ripple_phase
         ripple = (np.sin(6.0 * x + 0.11 * t + ph[0]) + 0.5 * np.sin(13.0 * x - 0.19 * t + ph[1])
                   + 0.7 * np.sin(3.0 * x + 0.07 * t + ph[2]))
-        return self._pool_level + 0.015 * ripple
+        dome = 1.0 / 3.0 - (x / self.glass.bottom) ** 2  # mean zero across the base
+        return self._pool_level + 0.015 * ripple + 0.05 * dome
 
 
 
@@ -545,13 +546,14 @@ def _interior(glass: Glass, px: np.ndarray, py: np.ndarray, palette: Palette):
     and how much the bulb tints the wax towards its hot colour (0..1)."""
     u = np.clip(px / glass.half_width(py), -1.0, 1.0)
     depth = np.sqrt(1.0 - 0.85 * u * u)[:, None]  # a cylinder of liquid is thicker on its axis
-    bulb = np.exp(-py / 0.3)[:, None]
+    from_bulb = np.hypot(1.5 * px, py + 0.03)  # the bulb shines up through the base centre
+    bulb = np.exp(-from_bulb / 0.3)[:, None]
     liquid = np.array(palette.liquid_top) * (1 - bulb) + np.array(palette.liquid_bottom) * bulb
     liquid = liquid * (0.7 + 0.35 * depth)
     light = ((0.8 + 0.25 * depth) * (0.88 + 0.12 * (1 - py[:, None])))
     wax_cool = np.array(palette.wax_cool, dtype=np.float64) * light
     wax_hot = np.array(palette.wax_hot, dtype=np.float64) * light
-    return liquid, wax_cool, wax_hot, np.exp(-py / 0.14).astype(np.float32)
+    return liquid, wax_cool, wax_hot, np.exp(-from_bulb / 0.16).astype(np.float32)
 
 
 def _glass_highlights(glass: Glass, px: np.ndarray, py: np.ndarray, palette: Palette) -> np.ndarray:
