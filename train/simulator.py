@@ -144,13 +144,20 @@ class Blobs:
     """0 cold (sinks) .. 1 hot (rises); neutral buoyancy at 0.5."""
     grow_to: np.ndarray
     """Target radius while a blob is still being drawn out of the pool, else equal to radius."""
+    lobe_angle: np.ndarray
+    """Direction (radians) of the axis through the blob's two lobes: blobs are not perfect discs."""
+    lobe_spin: np.ndarray
+    """Turning rate of the lobe axis (radians per second): the blob slowly changes shape."""
+    lobe_offset: np.ndarray
+    """Distance of each lobe from the blob centre, as a fraction of its radius (0 = round)."""
 
     def take(self, keep: np.ndarray) -> "Blobs":
         return Blobs(*(getattr(self, f)[keep] for f in self.fields()))
 
     @staticmethod
     def fields() -> tuple[str, ...]:
-        return ("x", "y", "vx", "vy", "radius", "temperature", "grow_to")
+        return ("x", "y", "vx", "vy", "radius", "temperature", "grow_to",
+                "lobe_angle", "lobe_spin", "lobe_offset")
 
     def append(self, **values: float) -> "Blobs":
         return Blobs(*(np.append(getattr(self, f), values[f]) for f in self.fields()))
@@ -216,7 +223,7 @@ class LavaLampSimulator:
         self.palette_name = config.palette or names[int(self._rng.integers(len(names)))]
         self.glass = PALETTES[self.palette_name].glass
         self._phys = _Physics()
-        self._wax_scale = min(1.0, self.glass.bottom / 0.34)  # narrow bottles hold smaller blobs
+        self._wax_scale = min(1.0, self.glass.bottom / 0.34) ** 1.5  # narrow bottles: smaller blobs
         self.time_s = 0.0
         self.frame_index = 0
         self._clock_s = 0.0  # physics time, which runs `speed` times faster than the clip
@@ -266,7 +273,8 @@ class LavaLampSimulator:
         x = rng.uniform(-1, 1, size=n) * (self.glass.half_width(y) - radius) * 0.8
         temperature = rng.uniform(0.3, 0.7, size=n)
         zeros = np.zeros(n)
-        return Blobs(x, y, zeros.copy(), zeros.copy(), radius, temperature, radius.copy())
+        lobes = _random_lobes(rng, n)
+        return Blobs(x, y, zeros.copy(), zeros.copy(), radius, temperature, radius.copy(), *lobes)
 
     def _advance(self, dt: float, max_step_s: float = MAX_PHYSICS_STEP_S) -> None:
         steps = max(1, int(np.ceil(dt / max_step_s)))
@@ -279,6 +287,7 @@ class LavaLampSimulator:
     def _step(self, dt: float) -> None:
         self._heat_and_cool(dt)
         self._move(dt)
+        self._morph(dt)
         self._grow(dt)
         self._events(dt)
 
@@ -308,6 +317,13 @@ class LavaLampSimulator:
         b.x += b.vx * dt
         b.y += b.vy * dt
         self._confine(b)
+
+    def _morph(self, dt: float) -> None:
+        """The lobes turn and drift apart or together: blobs slowly change shape as they go."""
+        b = self.blobs
+        b.lobe_angle += b.lobe_spin * dt
+        kick = 0.03 * np.sqrt(dt) * self._rng.standard_normal(len(b))
+        b.lobe_offset = np.clip(b.lobe_offset + dt * 0.05 * (0.22 - b.lobe_offset) + kick, 0.0, 0.45)
 
     def _contact_push(self, b: Blobs) -> tuple[np.ndarray, np.ndarray]:
         """Soft repulsion between overlapping blobs (speeds, lamp units per second)."""
@@ -397,8 +413,10 @@ class LavaLampSimulator:
         if self._pool_level - self._pool_rise(r ** 3) < p.pool_level_min:
             return  # the pool has too little wax left for this blob
         x = float(self._rng.uniform(-1, 1) * (self.glass.half_width(self._pool_level) - r) * 0.7)
+        angle, spin, offset = _random_lobes(self._rng, 1)
         self.blobs = self.blobs.append(x=x, y=self._pool_level - 0.2 * r, vx=0.0, vy=0.0,
-                                       radius=0.3 * r, temperature=0.5, grow_to=r)
+                                       radius=0.3 * r, temperature=0.5, grow_to=r,
+                                       lobe_angle=angle[0], lobe_spin=spin[0], lobe_offset=offset[0])
 
     def _pool_rise(self, volume: np.ndarray | float) -> np.ndarray | float:
         """Rise of the pool level when a sphere of radius^3 = volume melts into it."""
@@ -435,8 +453,15 @@ def _split(b: Blobs, i: int, rng: np.random.Generator) -> Blobs:
     x, y, vx, vy, t = b.x[i], b.y[i], b.vx[i], b.vy[i], b.temperature[i]
     b.x[i], b.y[i], b.radius[i], b.grow_to[i] = x - ox, y - oy, r, r
     b.temperature[i] = max(t - 0.05, 0.0)
+    angle, spin, offset = _random_lobes(rng, 1)
     return b.append(x=x + ox, y=y + oy, vx=vx, vy=vy + 0.01, radius=r,
-                    temperature=min(t + 0.05, 1.0), grow_to=r)
+                    temperature=min(t + 0.05, 1.0), grow_to=r,
+                    lobe_angle=angle[0], lobe_spin=spin[0], lobe_offset=offset[0])
+
+
+def _random_lobes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lobe axis angle, spin and offset for n new blobs."""
+    return rng.uniform(0, 2 * np.pi, n), rng.normal(0.0, 0.08, n), rng.uniform(0.05, 0.4, n)
 
 
 class _Renderer:
@@ -487,18 +512,28 @@ class _Renderer:
         pool = np.exp(np.minimum((level - self.py) / np.float32(0.012), 30.0))
         if len(blobs) == 0:
             return pool, np.ones_like(pool), np.ones_like(pool)
-        stretch = (1.0 + 0.45 * np.tanh(np.abs(blobs.vy) / 0.05)).astype(np.float32)[:, None]
-        radius = blobs.radius.astype(np.float32)[:, None]
-        dx = (self.px[None, :] - blobs.x.astype(np.float32)[:, None]) * np.sqrt(stretch)
-        below = blobs.y.astype(np.float32)[:, None] - self.py[None, :]  # (n, P)
+        x, y, radius, stretch, temperature = _lobes(blobs)  # each (2n, 1)
+        dx = (self.px[None, :] - x) * np.sqrt(stretch)
+        below = y - self.py[None, :]  # (2n, P)
         dy = below / stretch
         q = radius * radius / (dx * dx + dy * dy + np.float32(1e-6))
-        w = q * q  # (n, P): each blob's share of the field
+        w = q * q  # (2n, P): each lobe's share of the field
         field = pool + w.sum(axis=0)
-        temperature = blobs.temperature.astype(np.float32)[:, None]
         heat = (pool + (w * temperature).sum(axis=0)) / field
         lit = (pool + (w * np.clip(below / radius, -1.0, 1.0)).sum(axis=0)) / field
         return field, heat, lit
+
+
+def _lobes(b: Blobs) -> tuple[np.ndarray, ...]:
+    """Each blob as two overlapping metaballs: centres, radii, vertical stretch (moving blobs are
+    drawn out along their path) and temperature, as float32 columns of length 2n."""
+    reach = b.lobe_offset * b.radius
+    ox, oy = reach * np.cos(b.lobe_angle), reach * np.sin(b.lobe_angle)
+    radius = b.radius * (1.0 - 0.4 * b.lobe_offset)
+    stretch = 1.0 + 0.45 * np.tanh(np.abs(b.vy) / 0.05)
+    columns = (np.concatenate([b.x + ox, b.x - ox]), np.concatenate([b.y + oy, b.y - oy]),
+               np.tile(radius, 2), np.tile(stretch, 2), np.tile(b.temperature, 2))
+    return tuple(c.astype(np.float32)[:, None] for c in columns)
 
 
 def _glass_coverage(glass: Glass, lx: np.ndarray, ly: np.ndarray, pixel: float) -> np.ndarray:
