@@ -80,7 +80,7 @@ PALETTES: dict[str, Palette] = {
         glass=Glass(bottom=0.35, top=0.21, bulge=0.02), reflection=10.0),
     "bluelamp": Palette(  # dark purple wax in blue liquid, in front of a pale wall
         background_top=(198, 199, 195), background_bottom=(180, 181, 177), glow=(0, 0, 0),
-        liquid_top=(12, 62, 125), liquid_bottom=(40, 112, 180),
+        liquid_top=(16, 72, 140), liquid_bottom=(42, 118, 185),
         wax_cool=(22, 12, 42), wax_hot=(48, 30, 95), metal=(40, 42, 50),
         glass=Glass(bottom=0.21, top=0.15, bulge=0.05), reflection=130.0),
     "emerald": Palette(  # green wax in golden liquid, on black
@@ -102,7 +102,8 @@ class SimulatorConfig:
     palette: str | None = None
     """Colour scheme (a key of PALETTES); None picks one from the seed."""
     n_blobs: int = 10
-    """Free wax blobs at the start (the pool at the bottom holds the rest of the wax)."""
+    """Free wax blobs at the start (the pool at the bottom holds the rest of the wax); narrower
+    bottles start with proportionally fewer."""
     max_blobs: int = 20
     """Most free blobs at once; the pool stops releasing wax and blobs stop splitting at this count."""
     speed: float = 1.0
@@ -223,13 +224,13 @@ class LavaLampSimulator:
         self.palette_name = config.palette or names[int(self._rng.integers(len(names)))]
         self.glass = PALETTES[self.palette_name].glass
         self._phys = _Physics()
-        self._wax_scale = min(1.0, self.glass.bottom / 0.34) ** 1.5  # narrow bottles: smaller blobs
+        self._wax_scale = min(1.0, self.glass.bottom / 0.34)  # narrow bottles: smaller, fewer blobs
         self.time_s = 0.0
         self.frame_index = 0
         self._clock_s = 0.0  # physics time, which runs `speed` times faster than the clip
         self._pool_level = 0.1
         self._ripple_phase = self._rng.uniform(0, 2 * np.pi, size=3)
-        self.blobs = self._initial_blobs(config.n_blobs)
+        self.blobs = self._initial_blobs(max(2, round(config.n_blobs * self._wax_scale)))
         self._advance(config.warmup_s, max_step_s=WARMUP_STEP_S)
         self.time_s = 0.0
         self._renderer = _Renderer(config=config, palette=PALETTES[self.palette_name],
