@@ -137,10 +137,15 @@ class Blobs:
     """The state of the free wax blobs, one entry per blob (lamp units, seconds)."""
 
     x: np.ndarray
+    """Horizontal position of the centre, 0 on the lamp axis."""
     y: np.ndarray
+    """Height of the centre above the bottom of the glass (the glass is 1 tall)."""
     vx: np.ndarray
+    """Horizontal velocity (lamp units per second)."""
     vy: np.ndarray
+    """Vertical velocity, positive upwards (lamp units per second)."""
     radius: np.ndarray
+    """Radius of the sphere of wax the blob holds (lamp units)."""
     temperature: np.ndarray
     """0 cold (sinks) .. 1 hot (rises); neutral buoyancy at 0.5."""
     grow_to: np.ndarray
@@ -153,14 +158,17 @@ class Blobs:
     """Distance of each lobe from the blob centre, as a fraction of its radius (0 = round)."""
 
     def take(self, keep: np.ndarray) -> "Blobs":
+        """The blobs selected by a boolean mask or index array."""
         return Blobs(*(getattr(self, f)[keep] for f in self.fields()))
 
     @staticmethod
     def fields() -> tuple[str, ...]:
+        """Names of the per-blob arrays, in constructor order."""
         return ("x", "y", "vx", "vy", "radius", "temperature", "grow_to",
                 "lobe_angle", "lobe_spin", "lobe_offset")
 
     def append(self, **values: float) -> "Blobs":
+        """These blobs plus one more, given every field by name."""
         return Blobs(*(np.append(getattr(self, f), values[f]) for f in self.fields()))
 
     def __len__(self) -> int:
@@ -268,6 +276,7 @@ class LavaLampSimulator:
 
     # ---- physics ------------------------------------------------------------------------------
     def _initial_blobs(self, n: int) -> Blobs:
+        """n blobs of mixed sizes scattered through the upper part of the lamp."""
         rng = self._rng
         radius = self._wax_scale * np.exp(rng.uniform(np.log(0.035), np.log(0.13), size=n))
         y = rng.uniform(0.2, 0.9, size=n)
@@ -278,6 +287,7 @@ class LavaLampSimulator:
         return Blobs(x, y, zeros.copy(), zeros.copy(), radius, temperature, radius.copy(), *lobes)
 
     def _advance(self, dt: float, max_step_s: float = MAX_PHYSICS_STEP_S) -> None:
+        """Advance the clip by dt seconds in equal physics steps no longer than max_step_s."""
         steps = max(1, int(np.ceil(dt / max_step_s)))
         h = dt / steps * self.config.speed
         for _ in range(steps):
@@ -286,6 +296,7 @@ class LavaLampSimulator:
         self.time_s += dt
 
     def _step(self, dt: float) -> None:
+        """One physics step of dt seconds of physics time."""
         self._heat_and_cool(dt)
         self._move(dt)
         self._morph(dt)
@@ -293,6 +304,8 @@ class LavaLampSimulator:
         self._events(dt)
 
     def _heat_and_cool(self, dt: float) -> None:
+        """Wax near the pool heats up, everywhere it cools (faster under the cap); small blobs
+        change temperature faster than big ones."""
         p, b = self._phys, self.blobs
         size = b.radius / p.ref_radius
         bottom = b.y - b.radius - self._pool_level
@@ -304,6 +317,7 @@ class LavaLampSimulator:
         np.clip(b.temperature, 0.0, 1.0, out=b.temperature)
 
     def _move(self, dt: float) -> None:
+        """Velocities relax towards buoyant terminal speed plus contact pushes, then blobs move."""
         p, b = self._phys, self.blobs
         size = b.radius / p.ref_radius
         target_vy = p.rise_speed * size ** 0.8 * np.tanh(3.0 * (b.temperature - 0.5))
@@ -360,6 +374,7 @@ class LavaLampSimulator:
         b.radius = np.where(growing, new_r, b.radius)
 
     def _events(self, dt: float) -> None:
+        """Random discrete events: fusing, splitting, melting into and rising out of the pool."""
         self._maybe_merge(dt)
         self._maybe_split(dt)
         self._maybe_absorb(dt)
@@ -368,6 +383,7 @@ class LavaLampSimulator:
                                           self._phys.pool_level_max))
 
     def _maybe_merge(self, dt: float) -> None:
+        """Two blobs pressed well into each other now and then fuse into one."""
         b = self.blobs
         if len(b) < 2:
             return
@@ -393,9 +409,11 @@ class LavaLampSimulator:
         self.blobs = _split(b, i, self._rng)
 
     def _maybe_absorb(self, dt: float) -> None:
+        """A cold blob resting on the pool now and then melts back into it."""
         b = self.blobs
         resting = (b.y - b.radius < self._pool_level + 0.01) & (b.temperature < 0.45) & (b.vy <= 0)
-        if len(b) <= 1 or not resting.any() or self._rng.random() > self._phys.absorb_rate * dt * resting.sum():
+        chance = self._phys.absorb_rate * dt * resting.sum()
+        if len(b) <= 1 or not resting.any() or self._rng.random() > chance:
             return
         i = int(self._rng.choice(np.flatnonzero(resting)))
         rise = float(self._pool_rise(b.radius[i] ** 3))
@@ -404,6 +422,7 @@ class LavaLampSimulator:
             self.blobs = b.take(np.arange(len(b)) != i)
 
     def _maybe_spawn(self, dt: float) -> None:
+        """A new blob starts to bulge out of the pool, more often the fuller the pool."""
         p = self._phys
         fullness = (self._pool_level - p.pool_level_min) / (p.pool_level_max - p.pool_level_min)
         few = len(self.blobs) < max(3, self.config.max_blobs // 3)
