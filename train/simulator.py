@@ -19,6 +19,8 @@ GLASS_TOP_FRAME = 0.045
 """Row of the glass top as a fraction of the frame height (the cap sits above it)."""
 GLASS_BOTTOM_FRAME = 0.94
 """Row of the glass bottom as a fraction of the frame height (the base sits below it)."""
+STALK_LENGTH = 0.1
+"""A rising blob stays tied to the pool by a thinning stalk until it is this far above it."""
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,7 @@ class LavaLampSimulator:
         out = np.empty((n, s, s, 3), dtype=np.uint8)
         for i in range(n):
             self._advance(1.0 / self.config.fps)
-            self._renderer.render(self.blobs, self._pool_surface, out[i])
+            self._renderer.render(self.blobs, self._pool_level, self._pool_surface, out[i])
             self.frame_index += 1
         return out
 
@@ -513,8 +515,9 @@ class _Renderer:
         self.wax_cool_gain = (wax_cool * gain).astype(np.float32)
         self.wax_hot_gain = ((wax_hot - wax_cool) * gain).astype(np.float32)
 
-    def render(self, blobs: Blobs, pool_surface, out: np.ndarray) -> None:
-        field, heat, lit = self._field(blobs, pool_surface)
+    def render(self, blobs: Blobs, pool_level: float, pool_surface, out: np.ndarray) -> None:
+        """Draw one frame into out (S, S, 3) uint8."""
+        field, heat, lit = self._field(blobs, pool_level, pool_surface)
         alpha = np.clip((field - 1.0) / self.edge_field + 0.5, 0.0, 1.0)
         alpha = alpha * alpha * (3.0 - 2.0 * alpha)
         core = np.sqrt(np.clip(1.0 - 1.0 / np.maximum(field, 1e-3), 0.0, 1.0))
@@ -525,34 +528,41 @@ class _Renderer:
         out[...] = self.static
         out.reshape(-1, 3)[self.index] = np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
 
-    def _field(self, blobs: Blobs, pool_surface) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _field(self, blobs: Blobs, pool_level: float, pool_surface) -> tuple[np.ndarray, ...]:
         """Per glass pixel: the metaball field (1 on the wax surface, above 1 inside), the
         temperature of the wax there and how far below its blob's centre it lies (-1..1)."""
         level = pool_surface(self.px).astype(np.float32)
         pool = np.exp(np.minimum((level - self.py) / np.float32(0.012), 30.0))
         if len(blobs) == 0:
             return pool, np.ones_like(pool), np.ones_like(pool)
-        x, y, radius, stretch, temperature = _lobes(blobs)  # each (2n, 1)
+        x, y, radius, stretch, temperature = _lobes(blobs, pool_level)  # each (m, 1)
         dx = (self.px[None, :] - x) * np.sqrt(stretch)
-        below = y - self.py[None, :]  # (2n, P)
+        below = y - self.py[None, :]  # (m, P)
         dy = below / stretch
         q = radius * radius / (dx * dx + dy * dy + np.float32(1e-6))
-        w = q * q  # (2n, P): each lobe's share of the field
+        w = q * q  # (m, P): each metaball's share of the field
         field = pool + w.sum(axis=0)
         heat = (pool + (w * temperature).sum(axis=0)) / field
         lit = (pool + (w * np.clip(below / radius, -1.0, 1.0)).sum(axis=0)) / field
         return field, heat, lit
 
 
-def _lobes(b: Blobs) -> tuple[np.ndarray, ...]:
-    """Each blob as two overlapping metaballs: centres, radii, vertical stretch (moving blobs are
-    drawn out along their path) and temperature, as float32 columns of length 2n."""
+def _lobes(b: Blobs, pool_level: float) -> tuple[np.ndarray, ...]:
+    """The metaballs that draw the blobs: two overlapping lobes per blob, plus a thinning stalk
+    under each blob that has just left the pool. Returns centres, radii, vertical stretch (moving
+    blobs are drawn out along their path) and temperature, as float32 columns of length m."""
     reach = b.lobe_offset * b.radius
     ox, oy = reach * np.cos(b.lobe_angle), reach * np.sin(b.lobe_angle)
     radius = b.radius * (1.0 - 0.4 * b.lobe_offset)
     stretch = 1.0 + 0.45 * np.tanh(np.abs(b.vy) / 0.05)
-    columns = (np.concatenate([b.x + ox, b.x - ox]), np.concatenate([b.y + oy, b.y - oy]),
-               np.tile(radius, 2), np.tile(stretch, 2), np.tile(b.temperature, 2))
+    gap = b.y - b.radius - pool_level
+    stalk = (b.vy > 0) & (gap > 0) & (gap < STALK_LENGTH)
+    stalk_radius = 0.4 * b.radius[stalk] * (1.0 - gap[stalk] / STALK_LENGTH)
+    columns = (np.concatenate([b.x + ox, b.x - ox, b.x[stalk]]),
+               np.concatenate([b.y + oy, b.y - oy, pool_level + 0.5 * gap[stalk]]),
+               np.concatenate([radius, radius, stalk_radius]),
+               np.concatenate([stretch, stretch, 1.0 + gap[stalk] / (2.0 * b.radius[stalk])]),
+               np.concatenate([b.temperature, b.temperature, b.temperature[stalk]]))
     return tuple(c.astype(np.float32)[:, None] for c in columns)
 
 
