@@ -10,7 +10,7 @@ import numpy as np
 FRAME_SIZES = (64, 128, 256)
 MAX_PHYSICS_STEP_S = 1.0 / 30.0
 """Longest physics step while rendering; lower frame rates take several steps per frame."""
-WARMUP_STEP_S = 0.1
+WARMUP_STEP_S = 0.2
 """Physics step during the unrendered warm-up (the dynamics' fastest time constant is about 1 s)."""
 
 
@@ -114,7 +114,7 @@ class SimulatorConfig:
     """Width of the soft wax edge in pixels."""
     grain: float = 1.2
     """Standard deviation of the fixed sensor-like grain added to every frame (0..255 units)."""
-    warmup_s: float = 90.0
+    warmup_s: float = 60.0
     """Seconds of lamp time simulated (not rendered) before the first frame, so it starts in full swing."""
 
     def __post_init__(self) -> None:
@@ -289,9 +289,10 @@ class LavaLampSimulator:
         return Blobs(x, y, zeros.copy(), zeros.copy(), radius, temperature, radius.copy(), *lobes)
 
     def _advance(self, dt: float, max_step_s: float = MAX_PHYSICS_STEP_S) -> None:
-        """Advance the clip by dt seconds in equal physics steps no longer than max_step_s."""
-        steps = max(1, int(np.ceil(dt / max_step_s)))
-        h = dt / steps * self.config.speed
+        """Advance the clip by dt seconds: dt * speed of physics in equal steps of at most max_step_s."""
+        physics_s = dt * self.config.speed
+        steps = max(1, int(np.ceil(physics_s / max_step_s)))
+        h = physics_s / steps
         for _ in range(steps):
             self._step(h)
             self._clock_s += h
