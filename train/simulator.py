@@ -67,6 +67,8 @@ class Palette:
     """Shape of the bottle."""
     reflection: float
     """Brightness of the window reflection on the glass (0..255 added at its centre)."""
+    rim: tuple[float, float, float]
+    """Colour added along the edges of the glass, where light travels through it at a slant."""
 
 
 PALETTES: dict[str, Palette] = {
@@ -74,22 +76,22 @@ PALETTES: dict[str, Palette] = {
         background_top=(2, 1, 3), background_bottom=(5, 2, 4), glow=(60, 18, 50),
         liquid_top=(92, 16, 64), liquid_bottom=(215, 72, 118),
         wax_cool=(250, 50, 58), wax_hot=(255, 215, 120), metal=(52, 46, 50),
-        glass=Glass(bottom=0.36, top=0.22), reflection=10.0),
+        glass=Glass(bottom=0.36, top=0.22), reflection=10.0, rim=(60, 30, 150)),
     "sunset": Palette(  # yellow wax in red liquid, on black
         background_top=(3, 1, 1), background_bottom=(7, 3, 2), glow=(70, 16, 4),
         liquid_top=(105, 8, 6), liquid_bottom=(235, 70, 18),
         wax_cool=(255, 150, 25), wax_hot=(255, 240, 125), metal=(56, 48, 44),
-        glass=Glass(bottom=0.35, top=0.21, bulge=0.02), reflection=10.0),
+        glass=Glass(bottom=0.35, top=0.21, bulge=0.02), reflection=10.0, rim=(110, 30, 25)),
     "bluelamp": Palette(  # dark purple wax in blue liquid, in front of a pale wall
         background_top=(198, 199, 195), background_bottom=(180, 181, 177), glow=(0, 0, 0),
         liquid_top=(16, 72, 140), liquid_bottom=(42, 118, 185),
         wax_cool=(22, 12, 42), wax_hot=(48, 30, 95), metal=(40, 42, 50),
-        glass=Glass(bottom=0.21, top=0.15, bulge=0.05), reflection=130.0),
+        glass=Glass(bottom=0.21, top=0.15, bulge=0.05), reflection=130.0, rim=(30, 70, 110)),
     "emerald": Palette(  # green wax in golden liquid, on black
         background_top=(1, 2, 1), background_bottom=(4, 5, 3), glow=(40, 48, 10),
         liquid_top=(110, 95, 20), liquid_bottom=(240, 215, 100),
         wax_cool=(30, 165, 55), wax_hot=(165, 240, 85), metal=(50, 54, 50),
-        glass=Glass(bottom=0.34, top=0.2, bulge=0.03), reflection=14.0),
+        glass=Glass(bottom=0.34, top=0.2, bulge=0.03), reflection=14.0, rim=(70, 70, 20)),
 }
 
 
@@ -628,7 +630,7 @@ def _glass_highlights(glass: Glass, px: np.ndarray, py: np.ndarray, palette: Pal
     along = np.clip((py - 0.12) / 0.15, 0.0, 1.0) * np.clip((0.9 - py) / 0.15, 0.0, 1.0)
     stripe = np.exp(-((u + 0.5) / 0.06) ** 2) * along
     rim = np.exp(-(1.0 - np.abs(u)) / 0.05)
-    return palette.reflection * stripe[:, None] + 0.3 * rim[:, None] * np.array(palette.liquid_bottom)
+    return palette.reflection * stripe[:, None] + rim[:, None] * np.array(palette.rim)
 
 
 def simulate(frames: int, *, seed: int, size: int = 64, fps: float = 30.0,
