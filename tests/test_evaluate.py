@@ -61,6 +61,7 @@ def test_eval_writes_a_complete_report_and_contact_sheet(tmp_path, reference, ca
     for name in ("frames", "clips", "reference_baseline_frames", "reference_baseline_clips"):
         assert 0 <= report["critic"][name]["accuracy"] <= 1
         assert min(report["critic"][name]["test_examples"]) > 0
+        assert 0 < report["critic"][name]["chance_standard_error"] < 0.5
     with Image.open(tmp_path / "out" / "contact_sheet.png") as sheet:
         assert sheet.height == 4 * (64 + 2)  # reference/generated, spread/consecutive
 
