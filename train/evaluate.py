@@ -418,15 +418,21 @@ def critics(generated: np.ndarray, reference: np.ndarray, step: int, config: Eva
 # ---------------------------------------------------------------- report
 
 
+def check_reference_length(length: int, reference_fps: float, lamp_fps: float) -> int:
+    """The lamp-rate step, once the reference is known to be long enough for every metric."""
+    step = lamp_rate_step(reference_fps, lamp_fps)
+    needed = step * (CLIP_FRAMES - 1) + 2 * BASELINE_BLOCKS
+    if length < needed:
+        raise FootageError(f"reference of {length} frames is too short: at least {needed} at "
+                           f"{reference_fps:g} fps are needed for clips of {CLIP_FRAMES} lamp steps")
+    return step
+
+
 def evaluate_frames(generated: np.ndarray, reference: np.ndarray, *, lamp_fps: float,
                     reference_fps: float, config: EvalConfig) -> dict[str, Any]:
     """Every frame-based metric of generated frames (N,S,S,3) against a reference clip (T,S,S,3)."""
-    step = lamp_rate_step(reference_fps, lamp_fps)
+    step = check_reference_length(len(reference), reference_fps, lamp_fps)
     lamp_rate = reference[::step]
-    if len(reference) < step * (CLIP_FRAMES - 1) + 2 * BASELINE_BLOCKS:
-        raise FootageError(f"reference of {len(reference)} frames is too short: at least "
-                           f"{step * (CLIP_FRAMES - 1) + 2 * BASELINE_BLOCKS} at {reference_fps:g} fps "
-                           f"are needed for clips of {CLIP_FRAMES} lamp steps")
     return {"reference": {"fps": reference_fps, "frames": len(reference), "lamp_rate_step": step,
                           "lamp_rate_frames": len(lamp_rate), "lamp_seconds": len(reference) / reference_fps},
             "motion": motion(generated, lamp_rate),
@@ -442,6 +448,10 @@ def evaluate(model: str | Path, reference: str | Path, config: EvalConfig
     started = time.monotonic()
     lamp = load_lamp(model, "cpu")
     ref_frames, ref_fps = load_reference(reference, lamp.frame_size)
+    try:
+        check_reference_length(len(ref_frames), ref_fps, lamp.data.lamp_fps)
+    except FootageError as exc:
+        raise FootageError(f"{reference}: {exc}") from None
     frames, latents = generate(lamp, config)
     generated_s = time.monotonic() - started
     report = {"model": {"path": str(model), "name": lamp.name, "frame_size": lamp.frame_size,
