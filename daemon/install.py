@@ -129,12 +129,22 @@ ExecStart={exec_run}
 ExecReload=/bin/kill -HUP $MAINPID
 Environment=PYTHONUNBUFFERED=1
 # DISPLAY / WAYLAND_DISPLAY come from the session (`systemctl --user import-environment`).
+# Hardening a user manager can apply without privileges (seccomp-based); the kiosk system unit
+# goes much further. No MemoryDenyWriteExecute=: torch's CPU kernels need it off.
 NoNewPrivileges=yes
 PrivateTmp=yes
+CapabilityBoundingSet=
 LockPersonality=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
+RestrictNamespaces=yes
+ProtectClock=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged
+SystemCallErrorNumber=EPERM
+UMask=0077
 
 [Install]
 WantedBy=graphical-session.target
