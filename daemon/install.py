@@ -161,6 +161,8 @@ class UnitPaths:
     """Config file passed to `lavalamp run --config`."""
     model: Path | None = None
     """Checkpoint passed with `--model`; None = the config's model.path (or the shipped lamp)."""
+    interpreter: Path | None = None
+    """Installation prefix of the venv's base Python when it lies outside /usr (e.g. pyenv)."""
     watchdog_s: int = 10
     """WatchdogSec: seconds without a WATCHDOG=1 ping before systemd kills and restarts the lamp."""
 
@@ -189,6 +191,7 @@ def render_unit(paths: UnitPaths, *, user: bool = False) -> str:
     if paths.model is not None:
         run += ["--model", str(paths.model)]
     watched = [paths.venv, paths.config.parent] + ([paths.model.parent] if paths.model else [])
+    watched += [paths.interpreter] if paths.interpreter else []
     read_only = list(dict.fromkeys(str(p) for p in watched))
     under_home = any(p == h or p.startswith(h + "/") for p in read_only for h in HOME_PREFIXES)
     template = USER_TEMPLATE if user else SYSTEM_TEMPLATE
@@ -311,7 +314,24 @@ def _unit_paths(args: argparse.Namespace) -> UnitPaths:
         raise InstallError(f"--watchdog-s must be at least 1, got {args.watchdog_s}")
     if model is None and config.is_file():
         model = _config_model(config)
-    return UnitPaths(venv=venv, config=config, model=model, watchdog_s=args.watchdog_s)
+    return UnitPaths(venv=venv, config=config, model=model, interpreter=venv_interpreter(venv),
+                     watchdog_s=args.watchdog_s)
+
+
+def venv_interpreter(venv: Path) -> Path | None:
+    """The prefix of the Python a venv was made from (pyvenv.cfg `home`), unless it is a system one.
+    The service must be able to read it: a pyenv build under a home directory needs ProtectHome
+    relaxed and the home directory traversable by the service user."""
+    try:
+        lines = (venv / "pyvenv.cfg").read_text().splitlines()
+    except OSError:
+        return None
+    home = next((v.strip() for k, _, v in (line.partition("=") for line in lines)
+                 if k.strip() == "home"), None)
+    if not home:
+        return None
+    prefix = Path(home).parent if Path(home).name == "bin" else Path(home)
+    return None if str(prefix) in ("/", "/usr", "/usr/local") else prefix
 
 
 def _default_config(user: bool) -> str:

@@ -2,13 +2,13 @@
 # Build a minimal Debian bookworm root with systemd as PID 1, for the unit's end-to-end test.
 # Usage: deploy/nspawn-root.sh ROOT MIRROR   (run as root; needs debootstrap)
 # The project's virtual environment and its Python are bind-mounted in at test time, so the root
-# only carries systemd and the shared libraries the interpreter and torch load from the system.
+# only carries systemd, udev (it creates the render and input groups) and the shared libraries
 set -eu
 root=$1
 mirror=$2
 rm -rf "$root.partial"
 debootstrap --variant=minbase \
-    --include=systemd,systemd-sysv,dbus,libffi8,libssl3,libbz2-1.0,libexpat1,libsqlite3-0,procps \
+    --include=systemd,systemd-sysv,dbus,libffi8,libssl3,libbz2-1.0,libexpat1,libsqlite3-0,procps,udev \
     bookworm "$root.partial" "$mirror"
 echo lavalamp-test >"$root.partial/etc/hostname"
 # No consoles to log in on, no network to wait for: only what the test needs starts at boot.

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from lavalamp.daemon import cli
-from lavalamp.daemon.install import CANONICAL, UnitPaths, render_unit
+from lavalamp.daemon.install import CANONICAL, UnitPaths, render_unit, venv_interpreter
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
+BASE = venv_interpreter(VENV)
 
 FAKE_SYSTEMCTL = """#!/bin/sh
 echo "$*" >> "$SYSTEMCTL_LOG"
@@ -85,6 +86,17 @@ def test_paths_in_a_home_folder_keep_it_readable_and_awkward_names_are_quoted():
     assert 'ReadOnlyPaths="/home/pi/lava lamp/.venv" /home/pi/100%%' in lines
 
 
+@pytest.mark.parametrize("home, expected", [("/root/.pyenv/versions/3.11.7/bin", "/root/.pyenv/versions/3.11.7"),
+                                            ("/usr/bin", None), ("/usr/local/bin", None)])
+def test_a_venv_made_from_python_outside_usr_keeps_that_python_readable(tmp_path, home, expected):
+    (tmp_path / "pyvenv.cfg").write_text(f"home = {home}\ninclude-system-site-packages = false\n")
+    assert venv_interpreter(tmp_path) == (Path(expected) if expected else None)
+    lines = render_unit(UnitPaths(venv=Path("/opt/lavalamp/.venv"), config=Path("/etc/lavalamp/c.yaml"),
+                                  interpreter=venv_interpreter(tmp_path))).splitlines()
+    assert f"ReadOnlyPaths=/opt/lavalamp/.venv /etc/lavalamp{' ' + expected if expected else ''}" in lines
+    assert f"ProtectHome={'read-only' if expected else 'yes'}" in lines
+
+
 def test_dry_run_prints_this_machines_unit_without_root_or_systemd(tmp_path, config, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))  # no systemctl anywhere
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
@@ -93,7 +105,7 @@ def test_dry_run_prints_this_machines_unit_without_root_or_systemd(tmp_path, con
     model.write_bytes(b"x")
     assert run("install-service", "--dry-run", "--config", str(config), "--model", str(model)) == 0
     out = capsys.readouterr().out
-    assert out == render_unit(UnitPaths(venv=VENV, config=config, model=model))
+    assert out == render_unit(UnitPaths(venv=VENV, config=config, model=model, interpreter=BASE))
     assert f"ExecStart={VENV}/bin/lavalamp run --config {config} --model {model}" in out.splitlines()
     assert not (tmp_path / "lavalamp.service").exists()
 
@@ -102,13 +114,13 @@ def test_dry_run_takes_the_model_from_the_config(tmp_path, config, capsys):
     config.write_text(f"model:\n  path: {tmp_path}/lamps/from-config.safetensors\n")
     assert run("install-service", "--dry-run", "--config", str(config)) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert f"ReadOnlyPaths={VENV} {config.parent} {tmp_path}/lamps" in lines
+    assert any(line.startswith(f"ReadOnlyPaths={VENV} {config.parent} {tmp_path}/lamps") for line in lines)
 
 
 def test_install_writes_the_unit_then_reloads_and_enables(tmp_path, config, fake_systemctl, capsys):
     unit_dir = tmp_path / "units"
     assert run("install-service", "--config", str(config), "--unit-dir", str(unit_dir)) == 0
-    assert (unit_dir / "lavalamp.service").read_text() == render_unit(UnitPaths(venv=VENV, config=config))
+    assert (unit_dir / "lavalamp.service").read_text() == render_unit(UnitPaths(venv=VENV, config=config, interpreter=BASE))
     assert (unit_dir / "lavalamp.service").stat().st_mode & 0o777 == 0o644
     assert fake_systemctl() == ["daemon-reload", "enable lavalamp.service"]
     assert "enabled" in capsys.readouterr().out
@@ -119,7 +131,7 @@ def test_user_install_goes_through_the_user_manager_and_now_starts_it(tmp_path, 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert run("install-service", "--user", "--now", "--config", str(config)) == 0
     unit = tmp_path / "home" / ".config" / "systemd" / "user" / "lavalamp.service"
-    assert unit.read_text() == render_unit(UnitPaths(venv=VENV, config=config), user=True)
+    assert unit.read_text() == render_unit(UnitPaths(venv=VENV, config=config, interpreter=BASE), user=True)
     assert fake_systemctl() == ["--user daemon-reload", "--user enable lavalamp.service",
                                 "--user restart lavalamp.service"]
 

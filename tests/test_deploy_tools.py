@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lavalamp.daemon.install import UnitPaths, render_unit
+from lavalamp.daemon.install import UnitPaths, render_unit, venv_interpreter
 
 from .deploy_support import require_tool
 
@@ -61,7 +61,8 @@ def this_machines_units(tmp_path):
     model = tmp_path / "models" / "lamp.safetensors"
     model.parent.mkdir()
     model.write_bytes(b"")
-    paths = UnitPaths(venv=Path(sys.prefix), config=REPO / "config.yaml", model=model)
+    paths = UnitPaths(venv=Path(sys.prefix), config=REPO / "config.yaml", model=model,
+                      interpreter=venv_interpreter(Path(sys.prefix)))
     units = {}
     for name, user in (("system", False), ("user", True)):
         folder = tmp_path / name
