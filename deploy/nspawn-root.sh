@@ -2,7 +2,8 @@
 # Build a minimal Debian bookworm root with systemd as PID 1, for the unit's end-to-end test.
 # Usage: deploy/nspawn-root.sh ROOT MIRROR   (run as root; needs debootstrap)
 # The project's virtual environment and its Python are bind-mounted in at test time, so the root
-# only carries systemd, udev (it creates the render and input groups) and the shared libraries
+# only carries systemd, udev (it creates the render and input groups), procps (/bin/kill for
+# ExecReload=) and the shared libraries the interpreter and torch load from the system.
 set -eu
 root=$1
 mirror=$2
