@@ -65,6 +65,12 @@ class BufferConfig:
 
     depth_frames: int = opt(64, "generated frames held ahead of the display", range=(2, 100000))
     batch_frames: int = opt(8, "frames decoded per batch on the producer thread", range=(1, 1024))
+    stall_s: float = opt(5.0, "producer heartbeat older than this counts as hung: the systemd "
+                         "watchdog is withheld so the service gets restarted", range=(0.5, 3600))
+    max_failures: int = opt(5, "producer crashes within failure_window_s that stop the daemon "
+                            "with a non-zero exit", range=(1, 1000))
+    failure_window_s: float = opt(60.0, "seconds over which producer crashes are counted",
+                                  range=(1, 86400))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +84,10 @@ class GuardConfig:
     soft_std: float = opt(0.25, "|std - reference| above this renormalizes", range=(0, 100))
     hard_mean: float = opt(1.0, "|mean - reference| above this reseeds", range=(0, 1000))
     hard_std: float = opt(1.0, "|std - reference| above this reseeds", range=(0, 1000))
+    hard_skew: float = opt(3.0, "|skew - reference| above this reseeds", range=(0, 1e6))
     hard_kurtosis: float = opt(20.0, "|kurtosis - reference| above this reseeds", range=(0, 1e6))
+    renormalize_strength: float = opt(1.0, "how far a renormalization moves the latent onto the "
+                                      "reference mean/std (0 = not at all, 1 = exactly)", range=(0, 1))
     freeze_motion: float = opt(0.05, "mean absolute frame change (0..255 scale) below which the "
                                "dream counts as frozen", range=(0, 255))
     freeze_s: float = opt(60.0, "seconds of lamp time frozen before a reseed", range=(1, 86400))
@@ -86,6 +95,8 @@ class GuardConfig:
                                "below which the dream counts as looping", range=(0, 10))
     loop_min_age_s: float = opt(60.0, "only latents at least this old (lamp seconds) count "
                                 "for loop detection", range=(1, 86400))
+    loop_memory_s: float = opt(900.0, "lamp seconds of old latents remembered for loop detection "
+                               "(one per lamp second, at most 4096)", range=(1, 1e6))
     crossfade_frames: int = opt(24, "generated frames a reseed cross-fades over", range=(1, 10000))
 
 
@@ -164,7 +175,37 @@ def parse_config(data: Any) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of sections at the top level, got {_show(data)}")
-    return _build(Config, data, "")
+    config = _build(Config, data, "")
+    _check_schedule(config.schedule)
+    return config
+
+
+def _check_schedule(schedule: ScheduleConfig) -> None:
+    """Crontab lines parse, the time zone exists, and every 'off' has its 'on'."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    tz = None
+    if schedule.timezone is not None:
+        try:
+            tz = ZoneInfo(schedule.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"schedule.timezone: unknown IANA time zone {schedule.timezone!r} "
+                              "(e.g. 'Europe/Berlin')") from None
+    for name in ("display_on", "display_off", "dim", "undim", "reseed"):
+        line = getattr(schedule, name)
+        if line is not None:
+            try:
+                CronTrigger.from_crontab(line, timezone=tz)
+            except ValueError as exc:
+                raise ConfigError(f"schedule.{name}: invalid crontab line {line!r} (expected "
+                                  f"'minute hour day month day-of-week'): {exc}") from None
+    for start, end in (("display_off", "display_on"), ("dim", "undim")):
+        if getattr(schedule, start) is not None and getattr(schedule, end) is None:
+            raise ConfigError(f"schedule.{start} is set but schedule.{end} is not: the "
+                              f"{'display' if start == 'display_off' else 'brightness'} would "
+                              "never come back")
 
 
 def _build(cls: type, data: dict, prefix: str) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from . import __version__
 from .atomic import atomic_write_bytes
@@ -158,8 +158,10 @@ def _read_header(path: Path) -> dict[str, Any]:
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    # Read into memory, never memory-map: a checkpoint overwritten in place (`cp new old`) would
+    # otherwise kill a process still using the old tensors with SIGBUS.
     try:
-        return load_file(str(path), device="cpu")
+        return load(path.read_bytes())
     except (SafetensorError, OSError, ValueError) as exc:
         raise LampLoadError(f"{path}: checkpoint weights are unreadable (truncated?): {exc}") from None
 
@@ -175,7 +177,7 @@ def _build_lamp(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Lam
                             f"latent size {rnn_config.latent_size} disagree")
     decoder = ConvDecoder(frame_size=decoder_config.frame_size, latent_size=decoder_config.latent_size,
                           base_channels=decoder_config.base_channels,
-                          max_channels=decoder_config.max_channels)
+                          max_channels=decoder_config.max_channels, sphere=decoder_config.sphere)
     rnn = LatentRNN(rnn_config)
     encoder = None
     if header.get("has_encoder"):

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from .latent import project_to_sphere
+
 FRAME_SIZES = (64, 128, 256)
 BASE_RESOLUTION = 4  # the decoder starts from a 4x4 feature map
 
@@ -51,8 +53,9 @@ class ConvDecoder(nn.Module):
     """Latent (B,D) -> image (B,3,S,S) in [0,1] through stride-2 transposed convolutions."""
 
     def __init__(self, *, frame_size: int, latent_size: int, base_channels: int,
-                 max_channels: int) -> None:
+                 max_channels: int, sphere: bool = False) -> None:
         super().__init__()
+        self.sphere = sphere
         widths = stage_widths(frame_size, base_channels, max_channels)[::-1]  # 4x4 first
         self.start_channels = widths[0]
         self.project = nn.Sequential(
@@ -68,6 +71,8 @@ class ConvDecoder(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """(B,D) -> (B,3,S,S) in [0,1]."""
+        """(B,D) -> (B,3,S,S) in [0,1]; with `sphere`, only the direction of z matters."""
+        if self.sphere:
+            z = project_to_sphere(z)
         x = self.project(z).view(z.shape[0], self.start_channels, BASE_RESOLUTION, BASE_RESOLUTION)
         return self.layers(x)

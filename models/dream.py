@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Lamp
+from .stepper import LatentStepper
 
 
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -13,54 +14,66 @@ def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def fresh_seed() -> int:
+    """A random seed from the operating system."""
+    return int(np.random.SeedSequence().entropy % 2**63)
+
+
 class Dream:
-    """One dream of a lamp. Not thread-safe: use it from one thread (the producer)."""
+    """One dream of a lamp: latents stepped on the CPU in NumPy, frames decoded on the lamp's device.
+
+    Not thread-safe: use it from one thread (the producer).
+    """
 
     def __init__(self, lamp: Lamp, *, temperature: float = 1.0, seed: int | None = None) -> None:
         self.lamp = lamp
-        self.temperature = temperature
-        self.device = lamp.latent_mean.device
-        self.generator = torch.Generator(device=self.device)
-        self.latent: torch.Tensor = torch.zeros(1, lamp.latent_size, device=self.device)  # (1,D)
-        self.state = None
-        self.steps = 0
+        self.stepper = LatentStepper(lamp.rnn, temperature=temperature)
         self.reseed(seed)
+
+    @property
+    def temperature(self) -> float:
+        """Sampling temperature of the mixture-density head."""
+        return self.stepper.temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self.stepper.temperature = max(float(value), 1e-3)
+
+    @property
+    def latent(self) -> torch.Tensor:
+        """The current latent (1,D) on the CPU."""
+        return torch.from_numpy(self._x.copy()).unsqueeze(0)
 
     @torch.inference_mode()
     def reseed(self, seed: int | None = None) -> None:
         """Start afresh from one of the lamp's real start contexts, picked by `seed` (None = random)."""
-        if seed is None:
-            seed = int(torch.seed() % 2**63)
-        self.seed = seed
-        self.generator.manual_seed(seed)
+        self.seed = fresh_seed() if seed is None else int(seed)
+        self.stepper.rng = np.random.Generator(np.random.PCG64(self.seed))
+        self.stepper._noise_at = 2**62  # draw a new noise block from the new generator
         contexts = self.lamp.start_contexts
-        pick = int(torch.randint(len(contexts), (1,), generator=self.generator, device=self.device))
-        context = contexts[pick].unsqueeze(0)  # (1,T,D)
-        if context.shape[1] > 1:
-            _, self.state = self.lamp.rnn(context[:, :-1])
-        else:
-            self.state = None
-        self.latent = context[:, -1].clone()
+        context = contexts[int(self.stepper.rng.integers(len(contexts)))].unsqueeze(0)  # (1,T,D)
+        state = self.lamp.rnn(context[:, :-1])[1] if context.shape[1] > 1 else None
+        self._state = self.stepper.state_from_torch(state)
+        self._x = context[0, -1].cpu().numpy().astype(np.float32)
         self.steps = 0
 
-    @torch.inference_mode()
     def advance(self, steps: int) -> torch.Tensor:
-        """Step the dream `steps` times; return the new latents (steps,D), the last one current."""
-        out = torch.empty(steps, self.lamp.latent_size, device=self.device)
-        rnn, z, state = self.lamp.rnn, self.latent, self.state
-        for i in range(steps):
-            head, state = rnn.step(z, state)
-            z = rnn.advance(z, rnn.sample(head, self.temperature, self.generator))
-            out[i] = z[0]
-        self.latent, self.state = z, state
+        """Step the dream `steps` times; return the new latents (steps,D) on the CPU."""
+        out = np.empty((steps, self.lamp.latent_size), np.float32)
+        self._x, self._state = self.stepper.run(self._x, self._state, steps, out)
         self.steps += steps
-        return out
+        return torch.from_numpy(out)
+
+    def skip(self, steps: int) -> None:
+        """Step the dream `steps` times without keeping the latents (the fast way to hour ten)."""
+        self._x, self._state = self.stepper.run(self._x, self._state, steps)
+        self.steps += steps
 
     def set_latent(self, latent: torch.Tensor) -> None:
         """Replace the current latent (1,D) or (D,), e.g. after a renormalization by the guard."""
-        self.latent = latent.reshape(1, -1).to(self.device)
+        self._x = latent.detach().reshape(-1).cpu().numpy().astype(np.float32)
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Standardized latents (B,D) -> uint8 frames (B,S,S,3)."""
-        return frames_to_uint8(self.lamp.decode(latents.to(self.device)))
+        return frames_to_uint8(self.lamp.decode(latents.to(self.lamp.latent_mean.device)))

@@ -22,6 +22,9 @@ class VAEConfig:
     """Channels of the full-resolution stage; each halving of resolution doubles them."""
     max_channels: int = 256
     """Cap on channels at the coarse stages."""
+    sphere: bool = True
+    """Decode only the latent's direction (projected to mean 0 / std 1 across dimensions), so every
+    latent a dream can reach lies on the manifold the decoder was trained on (duralava's renormalization)."""
 
     def __post_init__(self) -> None:
         check_frame_size(self.frame_size)
@@ -40,7 +43,7 @@ class VAE(nn.Module):
                                    out_features=2 * config.latent_size)
         self.decoder = ConvDecoder(frame_size=config.frame_size, latent_size=config.latent_size,
                                    base_channels=config.base_channels,
-                                   max_channels=config.max_channels)
+                                   max_channels=config.max_channels, sphere=config.sphere)
 
     def encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,3,S,S) -> mean (B,D), log-variance (B,D)."""

@@ -5,25 +5,29 @@ from __future__ import annotations
 import torch
 
 from lavalamp.models.checkpoint import DataInfo, Lamp
-from lavalamp.models.conv import ConvDecoder, ConvEncoder
 from lavalamp.models.latent import LatentStats
 from lavalamp.models.rnn import LatentRNN, LatentRNNConfig
-from lavalamp.models.vae import VAEConfig
+from lavalamp.models.vae import VAE, VAEConfig
 
 
 def make_lamp(*, frame_size: int = 64, latent_size: int = 8, hidden_size: int = 16,
               head: str = "mdn", cell: str = "gru", base_channels: int = 4,
-              with_encoder: bool = True, seed: int = 0, name: str = "test-lamp") -> Lamp:
-    """A tiny random-weight lamp that behaves like a trained one in every way but looks."""
+              with_encoder: bool = True, seed: int = 0, name: str = "test-lamp",
+              contrast: float = 1.0) -> Lamp:
+    """A tiny random-weight lamp that behaves like a trained one in every way but looks.
+
+    `contrast` scales the decoder's last layer: at 1 the frames barely change with the latent
+    (a guard rightly calls that frozen); 30 gives visible motion, like a real lamp's.
+    """
     torch.manual_seed(seed)
     vae = VAEConfig(frame_size=frame_size, latent_size=latent_size, base_channels=base_channels,
                     max_channels=8 * base_channels)
-    decoder = ConvDecoder(frame_size=frame_size, latent_size=latent_size,
-                          base_channels=base_channels, max_channels=vae.max_channels)
-    encoder = ConvEncoder(frame_size=frame_size, base_channels=base_channels,
-                          max_channels=vae.max_channels, out_features=2 * latent_size)
+    model = VAE(vae)
+    decoder, encoder = model.decoder, model.encoder
     rnn = LatentRNN(LatentRNNConfig(latent_size=latent_size, hidden_size=hidden_size, head=head,
                                     cell=cell, mixtures=3))
+    with torch.no_grad():
+        decoder.layers[-2].weight.mul_(contrast)
     for module in (decoder, encoder, rnn):
         module.eval()
     return Lamp(name=name, decoder_kind="vae", decoder_config=vae, decoder=decoder, rnn=rnn,
@@ -32,3 +36,29 @@ def make_lamp(*, frame_size: int = 64, latent_size: int = 8, hidden_size: int = 
                 start_contexts=torch.randn(4, 6, latent_size),
                 data=DataInfo(fps=30.0, frame_step=6, description="random weights for tests"),
                 encoder=encoder if with_encoder else None, training={"note": "test"})
+
+
+def save_fake_lamp(path, **kwargs) -> str:
+    """make_lamp(**kwargs) written to `path` with save_lamp; returns the path as a string."""
+    from lavalamp.models.checkpoint import save_lamp
+
+    save_lamp(make_lamp(**kwargs), path)
+    return str(path)
+
+
+def metric(registry, name: str, labels: dict | None = None) -> float:
+    """A sample's value from a private prometheus registry (0 if absent)."""
+    value = registry.get_sample_value(name, labels or {})
+    return 0.0 if value is None else value
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:
+    """Poll `predicate` until it is true or `timeout` seconds pass; whether it became true."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

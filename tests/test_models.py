@@ -91,3 +91,36 @@ def test_bad_rnn_config_is_refused():
         LatentRNNConfig(cell="rnn")
     with pytest.raises(ValueError, match="head must be"):
         LatentRNNConfig(head="flow")
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("head", ["mdn", "deterministic"])
+def test_numpy_stepper_follows_the_torch_step(cell, head):
+    """The fast dreaming step is the same maths as rnn.step + sampling + advance."""
+    import numpy as np
+
+    from lavalamp.models.stepper import LatentStepper
+    torch.manual_seed(0)
+    rnn = LatentRNN(LatentRNNConfig(latent_size=6, hidden_size=10, num_layers=2, cell=cell,
+                                    head=head, mixtures=3)).eval()
+    stepper = LatentStepper(rnn, temperature=0.8)
+    rng = np.random.default_rng(0)
+    x = np.asarray(torch.nn.functional.normalize(torch.randn(6), dim=0) * 6 ** 0.5, np.float32)
+    z, state, np_state = torch.from_numpy(x)[None], None, stepper.state_from_torch(None)
+    for _ in range(5):
+        gumbel = rng.gumbel(size=3).astype(np.float32)
+        normal = rng.standard_normal(6).astype(np.float32)
+        hidden, np_state = stepper.core(x, np_state)
+        x = stepper.advance(x, stepper.head_value(hidden, gumbel, normal))
+        with torch.no_grad():
+            out, state = rnn.step(z, state)
+            if head == "mdn":
+                k = int(torch.argmax(out.logit_pi[0] / 0.8 + torch.from_numpy(gumbel)))
+                value = out.mu[0, k] + out.log_sigma[0, k].exp() * 0.8 ** 0.5 * torch.from_numpy(normal)
+            else:
+                value = out.mu[0, 0]
+            z = rnn.advance(z, value[None])
+        np.testing.assert_allclose(x, z[0].numpy(), rtol=1e-4, atol=1e-4)
+    back = stepper.state_to_torch(np_state)
+    for a, b in zip(back if cell == "lstm" else (back,), state if cell == "lstm" else (state,)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,250 @@
+"""Putting frames on screen: the pygame renderer (main thread) and a headless one with no window."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from .config import DisplayConfig
+
+log = logging.getLogger(__name__)
+
+WINDOW_SIZE = 720  # side of the window when windowed with width/height 0
+REOPEN_TRIES = 3
+
+
+class DisplayLost(RuntimeError):
+    """The display went away and could not be opened again."""
+
+
+def blend(a: np.ndarray, b: np.ndarray | None, weight: float, brightness: float = 1.0) -> np.ndarray:
+    """Cross-fade uint8 frames a -> b by `weight` (0..1) and scale by `brightness` (0..1)."""
+    wa, wb = int(round((1 - weight) * brightness * 256)), int(round(weight * brightness * 256))
+    if b is None or wb == 0:
+        if wa == 256:
+            return a
+        return ((a.astype(np.uint16) * wa) >> 8).astype(np.uint8)
+    return ((a.astype(np.uint16) * wa + b.astype(np.uint16) * wb) >> 8).astype(np.uint8)
+
+
+def layout(screen: tuple[int, int], frame: int, scaling: str) -> tuple[tuple[int, int, int, int],
+                                                                        tuple[int, int, int, int]]:
+    """(source crop rect in the frame, destination rect on screen), each (x, y, w, h)."""
+    sw, sh = screen
+    if scaling == "stretch":
+        return (0, 0, frame, frame), (0, 0, sw, sh)
+    if scaling == "fill":
+        scale = max(sw / frame, sh / frame)
+        cw, ch = min(frame, round(sw / scale)), min(frame, round(sh / scale))
+        return ((frame - cw) // 2, (frame - ch) // 2, cw, ch), (0, 0, sw, sh)
+    side = min(sw, sh)  # fit: a square lamp letterboxed
+    return (0, 0, frame, frame), ((sw - side) // 2, (sh - side) // 2, side, side)
+
+
+class HeadlessRenderer:
+    """Same calls as the pygame renderer, no window: keeps the last composed frame."""
+
+    def __init__(self, *, config: DisplayConfig, frame_size: int) -> None:
+        self.config = config
+        self.frame_size = frame_size
+        self.last_frame: np.ndarray | None = None
+        self.blanked = False
+
+    def open(self) -> None:
+        """Nothing to open."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def apply(self, config: DisplayConfig) -> None:
+        """Take a new display config."""
+        self.config = config
+
+    def events(self) -> list[str]:
+        """No keyboard, no window: no events."""
+        return []
+
+    def draw(self, a: np.ndarray, a_seq: int, b: np.ndarray | None, b_seq: int, weight: float,
+             brightness: float) -> None:
+        """Compose the frame that would be on screen."""
+        self.last_frame = blend(a, b, weight, brightness)
+        self.blanked = False
+
+    def blank(self) -> None:
+        """The screen would be black."""
+        self.blanked = True
+
+
+class PygameRenderer:
+    """Fullscreen or windowed pygame output; scaled generated frames are cached and cross-faded."""
+
+    def __init__(self, *, config: DisplayConfig, frame_size: int,
+                 title: str = "neural lavalamp") -> None:
+        self.config = config
+        self.frame_size = frame_size
+        self.title = title
+        self._cache: dict[tuple[int, float], object] = {}
+        self._dirty = True
+        self.screen = None
+
+    def open(self) -> None:
+        """Open the window on the configured display."""
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        os.environ.setdefault("SDL_VIDEO_MINIMIZE_ON_FOCUS_LOSS", "0")
+        import pygame
+
+        pygame.display.init()
+        pygame.display.set_caption(self.title)
+        self._set_mode()
+
+    def close(self) -> None:
+        """Close the window."""
+        import pygame
+
+        pygame.display.quit()
+
+    def apply(self, config: DisplayConfig) -> None:
+        """Take a new display config, re-setting the mode in the same window if it matters."""
+        old, self.config = self.config, config
+        if (old.fullscreen, old.display, old.width, old.height, old.vsync) != \
+                (config.fullscreen, config.display, config.width, config.height, config.vsync):
+            self._set_mode()
+        else:
+            self._relayout()
+        self._set_cursor()
+
+    def _size(self) -> tuple[int, int]:
+        import pygame
+
+        c = self.config
+        if c.width and c.height:
+            return c.width, c.height
+        if not c.fullscreen:
+            return WINDOW_SIZE, WINDOW_SIZE
+        sizes = pygame.display.get_desktop_sizes()
+        return sizes[min(c.display, len(sizes) - 1)] if sizes else (0, 0)
+
+    def _set_mode(self) -> None:
+        import pygame
+
+        c = self.config
+        flags = pygame.FULLSCREEN if c.fullscreen else pygame.RESIZABLE
+        display = min(c.display, max(pygame.display.get_num_displays() - 1, 0))
+        try:
+            self.screen = pygame.display.set_mode(self._size(), flags, display=display,
+                                                  vsync=int(c.vsync))
+        except pygame.error as exc:
+            if not c.vsync:
+                raise
+            log.info("vsync not available here (%s): using the fps cap alone", exc)
+            self.screen = pygame.display.set_mode(self._size(), flags, display=display)
+        self._set_cursor()
+        log.info("display %dx%d %s on display %d", *self.screen.get_size(),
+                 "fullscreen" if c.fullscreen else "windowed", display)
+        self._relayout()
+
+    def _set_cursor(self) -> None:
+        import pygame
+
+        pygame.mouse.set_visible(not self.config.hide_cursor)
+
+    def _relayout(self) -> None:
+        self._crop, self._dest = layout(self.screen.get_size(), self.frame_size, self.config.scaling)
+        self._cache.clear()
+        self._dirty = True
+
+    def events(self) -> list[str]:
+        """Commands from the keyboard and window: quit, fullscreen, reseed, pause."""
+        import pygame
+
+        commands = []
+        for event in pygame.event.get():
+            if event.type == pygame.QUIT:
+                commands.append("quit")
+            elif event.type == pygame.KEYDOWN:
+                commands += self._key(event.key)
+            elif event.type in (pygame.WINDOWSIZECHANGED, pygame.WINDOWEXPOSED,
+                                pygame.WINDOWDISPLAYCHANGED):
+                self._relayout()
+        return commands
+
+    def _key(self, key: int) -> list[str]:
+        import pygame
+
+        if key in (pygame.K_ESCAPE, pygame.K_q):
+            return ["quit"] if self.config.quit_keys else []
+        return {pygame.K_f: ["fullscreen"], pygame.K_r: ["reseed"],
+                pygame.K_SPACE: ["pause"]}.get(key, [])
+
+    def toggle_fullscreen(self) -> None:
+        """Switch between fullscreen and a window."""
+        import dataclasses
+
+        self.config = dataclasses.replace(self.config, fullscreen=not self.config.fullscreen)
+        self._set_mode()
+
+    def _scaled(self, frame: np.ndarray, seq: int, brightness: float):
+        import pygame
+
+        key = (seq, brightness)
+        surface = self._cache.get(key)
+        if surface is None:
+            if brightness < 1.0:
+                frame = blend(frame, None, 0.0, brightness)
+            h, w = frame.shape[:2]
+            source = pygame.image.frombuffer(np.ascontiguousarray(frame), (w, h), "RGB")
+            source = source.subsurface(self._crop).convert()  # same format as the screen
+            scale = pygame.transform.smoothscale if self.config.smooth else pygame.transform.scale
+            surface = scale(source, self._dest[2:])
+            if len(self._cache) >= 3:
+                del self._cache[min(self._cache)]
+            self._cache[key] = surface
+        return surface
+
+    def draw(self, a: np.ndarray, a_seq: int, b: np.ndarray | None, b_seq: int, weight: float,
+             brightness: float) -> None:
+        """Show frame a cross-faded toward b by `weight`, at `brightness`."""
+        import pygame
+
+        try:
+            if self._dirty:
+                self.screen.fill((0, 0, 0))
+                self._dirty = False
+            base = self._scaled(a, a_seq, brightness)
+            base.set_alpha(None)
+            self.screen.blit(base, self._dest[:2])
+            alpha = round(weight * 255)
+            if b is not None and alpha > 0:
+                top = self._scaled(b, b_seq, brightness)
+                top.set_alpha(alpha)
+                self.screen.blit(top, self._dest[:2])
+            pygame.display.flip()
+        except pygame.error as exc:
+            self._reopen(exc)
+
+    def blank(self) -> None:
+        """Black screen (display off by schedule)."""
+        import pygame
+
+        try:
+            self.screen.fill((0, 0, 0))
+            pygame.display.flip()
+            self._dirty = True
+        except pygame.error as exc:
+            self._reopen(exc)
+
+    def _reopen(self, exc: Exception) -> None:
+        import pygame
+
+        log.error("display error: %s; opening the display again", exc)
+        for attempt in range(1, REOPEN_TRIES + 1):
+            try:
+                pygame.display.quit()
+                self.open()
+                return
+            except pygame.error as again:
+                log.error("reopening the display failed (%d/%d): %s", attempt, REOPEN_TRIES, again)
+                pygame.time.wait(500 * attempt)
+        raise DisplayLost(f"the display is gone and could not be opened again: {exc}")

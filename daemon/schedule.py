@@ -1,0 +1,129 @@
+"""Cron-style jobs (display on/off, dimming, periodic reseed, model-file watch) that only set flags."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from .config import ScheduleConfig
+
+log = logging.getLogger(__name__)
+
+LOOKBACKS = (timedelta(hours=1), timedelta(days=1), timedelta(days=8), timedelta(days=366))
+
+
+def cron(line: str, timezone: str | None) -> CronTrigger:
+    """A crontab line (minute hour day month day-of-week) as a trigger; ValueError if invalid."""
+    return CronTrigger.from_crontab(line, timezone=ZoneInfo(timezone) if timezone else None)
+
+
+def last_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
+    """The most recent time at or before `now` the trigger fired (looking back up to a year)."""
+    for lookback in LOOKBACKS:
+        last, t = None, trigger.get_next_fire_time(None, now - lookback)
+        while t is not None and t <= now:
+            last, t = t, trigger.get_next_fire_time(t, t + timedelta(seconds=1))
+        if last is not None:
+            return last
+    return None
+
+
+def newer_of(on: CronTrigger | None, off: CronTrigger | None, now: datetime) -> bool:
+    """Whether the `on` trigger fired more recently than the `off` one (no `off` = always on)."""
+    if off is None:
+        return True
+    last_on, last_off = (last_fire(t, now) if t else None for t in (on, off))
+    if last_off is None:
+        return True
+    return last_on is not None and last_on > last_off
+
+
+class ModelWatch:
+    """Notices when a file is replaced or rewritten (inode, size or modification time change)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen = self._signature()
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def changed(self) -> bool:
+        """True once per change of the file (a vanished file is not a change to load)."""
+        now = self._signature()
+        if now is None or now == self._seen:
+            return False
+        self._seen = now
+        return True
+
+
+class Schedule:
+    """Runs the jobs on a background thread; the frame loop reads `display_on` and `brightness`."""
+
+    def __init__(self, *, config: ScheduleConfig, model_path: Path | None,
+                 on_reseed: Callable[[], None], on_model_change: Callable[[], None]) -> None:
+        self._on_reseed = on_reseed
+        self._on_model_change = on_model_change
+        self._model_path = model_path
+        self._lock = threading.Lock()
+        self._scheduler = BackgroundScheduler(timezone=ZoneInfo(config.timezone) if config.timezone
+                                              else None)
+        self.configure(config)
+
+    def configure(self, config: ScheduleConfig) -> None:
+        """(Re)build every job from `config` and set the flags to what the schedule says now."""
+        self.config = config
+        tz = config.timezone
+        triggers = {name: cron(getattr(config, name), tz) if getattr(config, name) else None
+                    for name in ("display_on", "display_off", "dim", "undim", "reseed")}
+        now = datetime.now(ZoneInfo(tz)) if tz else datetime.now().astimezone()
+        with self._lock:
+            self.display_on = newer_of(triggers["display_on"], triggers["display_off"], now)
+            dimmed = triggers["dim"] is not None and not newer_of(triggers["undim"], triggers["dim"], now)
+            self.brightness = config.dim_level if dimmed else 1.0
+        self._scheduler.remove_all_jobs()
+        actions = {"display_on": lambda: self._set(display_on=True),
+                   "display_off": lambda: self._set(display_on=False),
+                   "dim": lambda: self._set(brightness=self.config.dim_level),
+                   "undim": lambda: self._set(brightness=1.0),
+                   "reseed": self._on_reseed}
+        for name, trigger in triggers.items():
+            if trigger is not None:
+                self._scheduler.add_job(actions[name], trigger, id=name, name=name)
+        if config.watch_model_s > 0 and self._model_path is not None:
+            watch = ModelWatch(self._model_path)
+            self._scheduler.add_job(lambda: watch.changed() and self._on_model_change(),
+                                    IntervalTrigger(seconds=config.watch_model_s), id="watch_model")
+        log.info("schedule: display %s, brightness %.2f, %d job(s)",
+                 "on" if self.display_on else "off", self.brightness,
+                 len(self._scheduler.get_jobs()))
+
+    def _set(self, *, display_on: bool | None = None, brightness: float | None = None) -> None:
+        with self._lock:
+            if display_on is not None:
+                self.display_on = display_on
+                log.info("schedule: display %s", "on" if display_on else "off")
+            if brightness is not None:
+                self.brightness = brightness
+                log.info("schedule: brightness %.2f", brightness)
+
+    def start(self) -> None:
+        """Start the scheduler thread."""
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        """Stop the scheduler thread without waiting for running jobs (they only set flags)."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)

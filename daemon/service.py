@@ -1,0 +1,354 @@
+"""`lavalamp run`: the daemon's lifecycle, signals, systemd notifications and the frame loop."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from lavalamp.models.checkpoint import LampLoadError, default_lamp_path, load_lamp
+from lavalamp.models.device import DeviceError, resolve_device
+
+from . import notify
+from .clock import DisplayClock
+from .config import Config, ConfigError, load_config
+from .metrics import DaemonMetrics, MetricsError, start_http_server, stop_http_server
+from .producer import Producer, fault_from_env
+from .renderer import DisplayLost, HeadlessRenderer, PygameRenderer
+from .ring import RingBuffer
+from .schedule import Schedule
+from .source import FrameSource
+
+log = logging.getLogger(__name__)
+_LOADED = time.monotonic()
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+STATUS_EVERY_S = 2.0
+OFF_POLL_S = 0.1  # frame-loop period while the screen is blanked or paused
+FPS_SMOOTHING = 0.05
+PRODUCER_JOIN_S = 0.8  # SIGTERM must end the process within 2 s, even with a hung producer
+
+
+def add_run(subparsers: argparse._SubParsersAction) -> None:
+    """Register `lavalamp run`."""
+    p = subparsers.add_parser("run", help="show the lamp (the daemon)",
+                              description="Dream the lamp and show it until stopped.")
+    p.add_argument("--config", metavar="PATH", help="config file (default: the built-in defaults)")
+    p.add_argument("--model", metavar="PATH", help="checkpoint to show (overrides model.path)")
+    p.add_argument("--headless", action="store_true", help="run the whole pipeline with no window")
+    p.add_argument("--max-frames", type=int, metavar="N", help="exit 0 after N displayed frames")
+    p.add_argument("--windowed", action="store_true", help="a window instead of fullscreen")
+    p.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Load the config and run the daemon until it is stopped; the exit status."""
+    if args.max_frames is not None and args.max_frames < 1:
+        log.error("--max-frames: expected a positive number of frames, got %d", args.max_frames)
+        return EXIT_USAGE
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    setup_logging(config.logging.level)
+    daemon = Daemon(config=config, config_path=args.config, model_path=args.model,
+                    headless=args.headless, windowed=args.windowed, max_frames=args.max_frames)
+    return daemon.run()
+
+
+def process_age() -> float:
+    """Seconds since this process started (from /proc on Linux; else since this module loaded)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _LOADED
+
+
+def setup_logging(level: str) -> None:
+    """The configured level; the journal when running under systemd with systemd-python."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    logging.getLogger("apscheduler").setLevel(max(logging.getLevelName(level), logging.WARNING))
+    if not notify.under_systemd():
+        return
+    try:
+        from systemd.journal import JournalHandler
+    except ImportError:
+        return  # stderr goes to the journal anyway
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(JournalHandler(SYSLOG_IDENTIFIER="lavalamp"))
+
+
+def dump_stacks() -> None:
+    """Every thread's stack to the log (SIGUSR1)."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        stack = "".join(traceback.format_stack(frame))
+        log.warning("stack of thread %s (%s):\n%s", names.get(ident, "?"), ident, stack)
+
+
+class Daemon:
+    """Starts the parts in order, runs the frame loop, stops the parts in reverse."""
+
+    def __init__(self, *, config: Config, config_path: str | None, model_path: str | None,
+                 headless: bool = False, windowed: bool = False, max_frames: int | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.model_arg = model_path
+        self.headless = headless
+        self.windowed = windowed
+        self.max_frames = max_frames
+        self.metrics = DaemonMetrics(registry or CollectorRegistry())
+        self.started = time.monotonic()
+        self._stop_reason: str | None = None
+        self._reload = False
+        self.exit_code = EXIT_OK
+
+    def model_path(self) -> Path:
+        """The checkpoint to show: --model, else model.path, else the shipped lamp."""
+        chosen = self.model_arg or self.config.model.path
+        return Path(chosen) if chosen else default_lamp_path()
+
+    def display_config(self, config: Config):
+        """The display section with --windowed applied."""
+        import dataclasses
+
+        return dataclasses.replace(config.display, fullscreen=False) if self.windowed \
+            else config.display
+
+    def request_stop(self, reason: str) -> None:
+        """Make the frame loop end at its next frame (any thread)."""
+        self._stop_reason = reason
+
+    # signals: set flags on the main thread; the frame loop acts on them
+    def _on_stop(self, signum: int, _frame) -> None:
+        self._stop_reason = signal.Signals(signum).name
+
+    def _on_hup(self, _signum: int, _frame) -> None:
+        self._reload = True
+
+    def _install_signals(self, stack: contextlib.ExitStack) -> None:
+        handlers = {signal.SIGTERM: self._on_stop, signal.SIGINT: self._on_stop,
+                    signal.SIGHUP: self._on_hup, signal.SIGUSR1: lambda *_: dump_stacks()}
+        for signum, handler in handlers.items():
+            previous = signal.signal(signum, handler)
+            stack.callback(signal.signal, signum, previous)
+
+    def run(self) -> int:
+        """Run until stopped; EXIT_OK, EXIT_FAILURE (supervisor should restart) or EXIT_USAGE."""
+        with contextlib.ExitStack() as stack:
+            self._install_signals(stack)
+            try:
+                self._start(stack)
+            except (LampLoadError, DeviceError, MetricsError) as exc:
+                log.error("%s", exc)
+                return EXIT_USAGE
+            try:
+                return self._frame_loop()
+            except DisplayLost as exc:
+                log.critical("%s", exc)
+                return EXIT_FAILURE
+            finally:
+                notify.notify("STOPPING=1")
+                log.info("stopping")
+                self.metrics.up.set(0)
+        return EXIT_OK  # pragma: no cover - the with block always returns
+
+    def _start(self, stack: contextlib.ExitStack) -> None:
+        c = self.config
+        device = resolve_device(c.model.device)
+        lamp = load_lamp(self.model_path(), device)
+        log.info("lamp %r from %s: %dx%d frames, latent %d, %.3g lamp fps, on %s", lamp.name,
+                 self.model_path(), lamp.frame_size, lamp.frame_size, lamp.latent_size,
+                 lamp.data.lamp_fps, device)
+        self.device = device
+        if c.metrics.enabled:
+            server, thread = start_http_server(c.metrics.address, c.metrics.port, self.metrics.registry)
+            stack.callback(stop_http_server, server, thread)
+            log.info("metrics on http://%s:%d/metrics", c.metrics.address, c.metrics.port)
+        self.source = FrameSource(lamp=lamp, guard=c.guard, metrics=self.metrics,
+                                  temperature=c.model.temperature, seed=c.model.seed)
+        self.ring = RingBuffer(capacity=c.buffer.depth_frames, frame_shape=self.source.frame_shape)
+        self.metrics.ring_capacity.set(self.ring.capacity)
+        self.producer = Producer(source=self.source, ring=self.ring, metrics=self.metrics,
+                                 config=c.buffer, torch_threads=c.model.torch_threads,
+                                 fault=fault_from_env())
+        self.producer.start()
+        stack.callback(self._stop_producer)
+        self.schedule = Schedule(config=c.schedule, model_path=self.model_path(),
+                                 on_reseed=lambda: self.source.request_reseed("schedule"),
+                                 on_model_change=self._reload_model)
+        self.schedule.start()
+        stack.callback(self.schedule.shutdown)
+        renderer_class = HeadlessRenderer if self.headless else PygameRenderer
+        self.renderer = renderer_class(config=self.display_config(c),
+                                       frame_size=self.source.frame_size)
+        self.renderer.open()
+        stack.callback(self.renderer.close)
+
+    def _stop_producer(self) -> None:
+        if not self.producer.stop(timeout=PRODUCER_JOIN_S):
+            log.warning("producer thread still busy after %.1f s; leaving it behind", PRODUCER_JOIN_S)
+
+    def _reload_model(self) -> None:
+        log.info("loading %s on the side", self.model_path())
+        self.producer.request_load(self.model_path(), self.device)
+
+    def _reload_config(self) -> None:
+        """SIGHUP: a new config (refused if invalid) and the model, without closing the window."""
+        self._reload = False
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("config reload refused, keeping the running config: %s", exc)
+            return
+        old, self.config = self.config, new
+        for section in ("buffer", "metrics"):
+            if getattr(old, section) != getattr(new, section):
+                log.warning("config section %r changed: it takes effect at the next start", section)
+        if (old.model.device, old.model.torch_threads) != (new.model.device, new.model.torch_threads):
+            log.warning("model.device / model.torch_threads take effect at the next start")
+        setup_logging(new.logging.level)
+        self.renderer.apply(self.display_config(new))
+        self.source.request_guard(new.guard)
+        self.schedule.configure(new.schedule)
+        self._reload_model()
+        log.info("config reloaded from %s", self.config_path or "built-in defaults")
+
+    def _frame_loop(self) -> int:
+        """Show frames until a stop signal, a quit key, --max-frames or a fatal failure."""
+        m, c = self.metrics, self.config
+        m.up.set(1)
+        m.display_target_fps.set(c.display.fps)
+        clock: DisplayClock | None = None
+        watchdog_s = notify.watchdog_interval()
+        displayed, ready, paused, in_underrun = 0, False, False, False
+        last_shown = next_status = next_watchdog = next_tick = time.monotonic()
+        fps = 0.0
+        while True:
+            if self._stop_reason:
+                log.info("%s received", self._stop_reason)
+                return EXIT_OK
+            if self.producer.failed.is_set():
+                log.critical("stopping with a failure: %s", self.producer.failure)
+                return EXIT_FAILURE
+            if self._reload:
+                self._reload_config()
+                c = self.config
+                m.display_target_fps.set(c.display.fps)
+                if clock is not None:
+                    clock.set_speed(time.monotonic(), c.display.speed)
+            for command in self.renderer.events():
+                if command == "quit":
+                    log.info("quit from the keyboard or window")
+                    return EXIT_OK
+                if command == "fullscreen":
+                    self.renderer.toggle_fullscreen()
+                elif command == "reseed":
+                    self.source.request_reseed("manual")
+                elif command == "pause":
+                    paused = not paused
+                    log.info("paused" if paused else "resumed")
+            now = time.monotonic()
+            on = self.schedule.display_on
+            m.display_scheduled_on.set(int(on))
+            m.display_on.set(int(on))
+            m.brightness.set(self.schedule.brightness if on else 0.0)
+            self.producer.pause(not on)
+            m.heartbeat_age.set(self.producer.heartbeat_age())
+            m.ring_frames.set(len(self.ring))
+            if ready and now >= next_watchdog and watchdog_s:
+                next_watchdog = now + watchdog_s
+                self._watchdog()
+            if ready and now >= next_status:
+                next_status = now + STATUS_EVERY_S
+                self._status(fps, on)
+            if clock is not None:
+                if not on or paused:
+                    clock.pause(now)
+                else:
+                    clock.resume(now)
+            if not on:
+                self.renderer.blank()
+                time.sleep(OFF_POLL_S)
+                continue
+            if clock is None:
+                if not self.ring.wait_for_frames(2, OFF_POLL_S):
+                    continue
+                now = time.monotonic()
+                clock = DisplayClock(lamp_fps=self.source.lamp.data.lamp_fps, speed=c.display.speed,
+                                     now=now, position=self.ring.first_seq)
+            elif paused and ready:
+                time.sleep(OFF_POLL_S)
+                continue
+            index, weight = clock.frame(now)
+            newest = self.ring.end_seq - 1
+            if index > newest or (index == newest and weight > 0):
+                clock.hold(now, newest)
+                index, weight = newest, 0.0
+                if not in_underrun:
+                    m.underruns.inc()
+                    log.debug("ring buffer underrun at frame %d", newest)
+                in_underrun = True
+            else:
+                in_underrun = False
+            self.ring.release_before(index)
+            b = self.ring.get(index + 1) if weight > 0 else None
+            self.renderer.draw(self.ring.get(index), index, b, index + 1, weight,
+                               self.schedule.brightness)
+            displayed += 1
+            shown = time.monotonic()
+            m.frames_displayed.inc()
+            if displayed > 1:
+                m.frame_seconds.observe(shown - last_shown)
+                fps += FPS_SMOOTHING * (1.0 / max(shown - last_shown, 1e-6) - fps)
+                m.display_fps.set(fps)
+            last_shown = shown
+            if not ready:
+                ready = True
+                notify.notify("READY=1")
+                log.info("first frame on screen %.2f s after the process started", process_age())
+            if self.max_frames is not None and displayed >= self.max_frames:
+                log.info("%d frames displayed: done", displayed)
+                return EXIT_OK
+            next_tick = max(next_tick + 1.0 / c.display.fps, shown - 1.0 / c.display.fps)
+            delay = next_tick - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def _watchdog(self) -> None:
+        age = self.producer.heartbeat_age()
+        if age < self.config.buffer.stall_s:
+            notify.notify("WATCHDOG=1")
+        else:
+            log.error("producer shows no progress for %.1f s: withholding the watchdog", age)
+            notify.notify(f"STATUS=producer hung for {age:.0f} s: watchdog withheld")
+
+    def _status(self, fps: float, on: bool) -> None:
+        if not on:
+            notify.notify("STATUS=display off by schedule")
+            return
+        age = self.producer.heartbeat_age()
+        if age >= self.config.buffer.stall_s:
+            notify.notify(f"STATUS=producer hung for {age:.0f} s: watchdog withheld")
+            return
+        text = (f"STATUS={fps:.1f} fps shown, {self.producer.generation_fps:.1f} fps generation "
+                f"capacity, buffer {len(self.ring)}/{self.ring.capacity}, "
+                f"drift {self.source.guard.distance:.3f}")
+        notify.notify(text)

@@ -1,0 +1,172 @@
+"""The frame source: a dream, its drift guard and cross-faded reseeds; what the daemon shows."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lavalamp.models.checkpoint import Lamp
+from lavalamp.models.dream import Dream, frames_to_uint8
+
+from .config import GuardConfig
+from .guard import Action, DriftGuard
+from .metrics import DaemonMetrics
+
+log = logging.getLogger(__name__)
+
+
+class LampBroken(RuntimeError):
+    """The lamp produces unusable latents even right after a fresh start."""
+
+
+class FrameSource:
+    """Produces the lamp's frames in order, batch by batch. Call `next_batch` from one thread only.
+
+    Other threads may `request_reseed` and `request_swap`; the requests are carried out at the
+    start of the next batch. Every reseed and swap cross-fades from the last frame shown.
+    """
+
+    def __init__(self, *, lamp: Lamp, guard: GuardConfig, metrics: DaemonMetrics,
+                 temperature: float = 1.0, seed: int | None = None) -> None:
+        self.metrics = metrics
+        self.temperature = temperature
+        self.frame_size = lamp.frame_size
+        self._lock = threading.Lock()
+        self._pending_reseed: str | None = None
+        self._pending_lamp: Lamp | None = None
+        self._pending_guard: GuardConfig | None = None
+        self._guard_config = guard
+        self._last: np.ndarray | None = None  # last frame emitted (S,S,3) uint8
+        self._last_raw: np.ndarray | None = None  # last frame decoded, before any cross-fade
+        self._fade_from: np.ndarray | None = None
+        self._fade_done = 0
+        self.motion = 0.0
+        self._install(lamp, seed)
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """Shape of every frame this source emits."""
+        return (self.frame_size, self.frame_size, 3)
+
+    def _install(self, lamp: Lamp, seed: int | None) -> None:
+        self.lamp = lamp
+        self.dream = Dream(lamp, temperature=self.temperature, seed=seed)
+        self.guard = DriftGuard(config=self._guard_config, reference=lamp.reference,
+                                lamp_fps=lamp.data.lamp_fps, latent_size=lamp.latent_size)
+        self.metrics.set_reference(lamp.reference)
+        self.metrics.model_info.info({
+            "name": lamp.name, "frame_size": str(lamp.frame_size),
+            "latent_size": str(lamp.latent_size), "device": str(lamp.latent_mean.device),
+            "lamp_fps": f"{lamp.data.lamp_fps:g}"})
+        log.info("dreaming %r from seed %d", lamp.name, self.dream.seed)
+
+    def request_reseed(self, reason: str) -> None:
+        """Ask for a fresh dream at the next batch (any thread)."""
+        with self._lock:
+            self._pending_reseed = reason
+
+    def request_swap(self, lamp: Lamp) -> None:
+        """Ask for an already-validated lamp to replace the current one at the next batch."""
+        with self._lock:
+            self._pending_lamp = lamp
+
+    def request_guard(self, config: GuardConfig) -> None:
+        """Ask for new guard thresholds at the next batch (config reload)."""
+        with self._lock:
+            self._pending_guard = config
+
+    def reseed(self, reason: str, seed: int | None = None) -> None:
+        """Start a fresh dream now (producer thread), cross-faded from the last frame."""
+        self.dream.reseed(seed)
+        self.guard.reset()
+        self._last_raw = None
+        self.metrics.reseeds.labels(reason).inc()
+        self._start_fade()
+        log.info("reseeded (%s): seed %d", reason, self.dream.seed)
+
+    def _apply_requests(self) -> None:
+        with self._lock:
+            reason, lamp, guard = self._pending_reseed, self._pending_lamp, self._pending_guard
+            self._pending_reseed = self._pending_lamp = self._pending_guard = None
+        if guard is not None:
+            self._guard_config = guard
+            self.guard = DriftGuard(config=guard, reference=self.lamp.reference,
+                                    lamp_fps=self.lamp.data.lamp_fps, latent_size=self.lamp.latent_size)
+        if lamp is not None:
+            self._install(lamp, None)
+            self._last_raw = None
+            self._start_fade()
+        elif reason is not None:
+            self.reseed(reason)
+
+    def next_batch(self, n: int) -> np.ndarray:
+        """The next n frames (n,S,S,3) uint8, guarded and cross-faded."""
+        self._apply_requests()
+        latents = self._guarded_latents(n)
+        raw = self._decode(latents)
+        action = self._observe_motion(raw)
+        frames = self._fade(raw)
+        self._last, self._last_raw = frames[-1].copy(), raw[-1].copy()
+        if action.kind == "reseed":
+            log.warning("drift guard: %s (motion %.3f)", action.reason, self.motion)
+            self.reseed(action.reason)
+        return frames
+
+    def _guarded_latents(self, n: int) -> torch.Tensor:
+        latents = self.dream.advance(n)
+        action = self.guard.check_latents(latents)
+        if action.kind == "reseed":
+            log.warning("drift guard: %s (latent stats %s)", action.reason, _fmt(self.guard.stats))
+            self.reseed(action.reason)
+            latents = self.dream.advance(n)
+            if self.guard.check_latents(latents).reason == "non_finite":
+                raise LampBroken("the lamp produces non-finite latents right after a fresh start")
+        elif action.kind == "renormalize":
+            log.info("drift guard: renormalizing (latent stats %s)", _fmt(self.guard.stats))
+            self.dream.set_latent(self.guard.renormalize(self.dream.latent.double()).float())
+            self.metrics.renormalizations.inc()
+        self.metrics.set_latent(self.guard.stats, self.guard.distance)
+        return latents
+
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        if self.lamp.frame_size == self.frame_size:
+            return self.dream.decode(latents)
+        with torch.inference_mode():
+            frames = self.lamp.decode(latents)
+            frames = F.interpolate(frames, size=(self.frame_size, self.frame_size),
+                                   mode="bilinear", antialias=True, align_corners=False)
+        return frames_to_uint8(frames)
+
+    def _observe_motion(self, frames: np.ndarray) -> Action:
+        """Mean absolute change of each new frame from the one before (0..255), to the guard."""
+        previous = self._last_raw if self._last_raw is not None else frames[0]
+        stack = np.concatenate([previous[None], frames]).astype(np.int16)
+        motion = np.abs(np.diff(stack, axis=0)).mean(axis=(1, 2, 3))
+        self.motion = float(motion[-1])
+        self.metrics.motion.set(self.motion)
+        return self.guard.check_motion(motion.tolist())
+
+    def _start_fade(self) -> None:
+        if self._last is not None:
+            self._fade_from = self._last.copy()
+            self._fade_done = 0
+
+    def _fade(self, frames: np.ndarray) -> np.ndarray:
+        if self._fade_from is None:
+            return frames
+        total = self._guard_config.crossfade_frames
+        steps = np.arange(self._fade_done + 1, self._fade_done + 1 + len(frames))
+        weight = np.clip(steps / (total + 1), 0.0, 1.0)[:, None, None, None]
+        mixed = self._fade_from * (1.0 - weight) + frames * weight
+        self._fade_done += len(frames)
+        if self._fade_done >= total:
+            self._fade_from = None
+        return np.rint(mixed).astype(np.uint8)
+
+
+def _fmt(stats) -> str:
+    return "mean %.3f std %.3f skew %.3f kurtosis %.3f" % tuple(stats)

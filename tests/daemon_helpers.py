@@ -1,0 +1,115 @@
+"""Helpers for tests that run `lavalamp run` as a real subprocess or in this process."""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+QUICK = {"display": {"fps": 120}, "metrics": {"enabled": False}}
+
+
+def write_config(path: Path, sections: dict | None = None) -> str:
+    """A YAML config: QUICK merged with `sections`."""
+    merged = {k: dict(v) for k, v in QUICK.items()}
+    for name, values in (sections or {}).items():
+        merged.setdefault(name, {}).update(values)
+    path.write_text(yaml.safe_dump(merged))
+    return str(path)
+
+
+class Running:
+    """A `lavalamp run` subprocess whose stderr lines are collected as they come."""
+
+    def __init__(self, args: list[str], env: dict | None = None) -> None:
+        full_env = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen([sys.executable, "-m", "lavalamp.daemon", "run", *args],
+                                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                                     env=full_env)
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self._queue.put(line)
+
+    def wait_for_line(self, text: str, timeout: float = 30.0) -> str:
+        """The first stderr line containing `text`, waiting up to `timeout` s."""
+        deadline = time.monotonic() + timeout
+        for line in self.lines:
+            if text in line:
+                return line
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self.lines.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no line with {text!r} within {timeout} s; got:\n{''.join(self.lines)}")
+
+    def stop(self, sig: int, timeout: float = 10.0) -> tuple[int, float]:
+        """Send `sig`; (exit code, seconds it took)."""
+        start = time.monotonic()
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        return code, time.monotonic() - start
+
+    def output(self) -> str:
+        """All stderr so far (after the process ended: all of it)."""
+        while not self._queue.empty():
+            self.lines.append(self._queue.get())
+        return "".join(self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class NotifySocket:
+    """An AF_UNIX datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages: list[str] = []
+
+    def receive_until(self, predicate, timeout: float = 30.0) -> list[str]:
+        """Collect messages until predicate(message) holds for one; all collected so far."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                message = self.sock.recv(4096).decode()
+            except socket.timeout:
+                break
+            self.messages.append(message)
+            if predicate(message):
+                return self.messages
+        raise AssertionError(f"no such notify message within {timeout} s; got {self.messages}")
+
+    def drain(self, seconds: float) -> list[str]:
+        """Every message that arrives within `seconds`."""
+        got, deadline = [], time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                got.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                break
+        self.messages += got
+        return got
+
+    def close(self) -> None:
+        self.sock.close()

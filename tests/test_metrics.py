@@ -1,0 +1,62 @@
+"""Metrics: the contract's names with help text, read from a private registry and over HTTP."""
+
+import socket
+import urllib.request
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from lavalamp.daemon.metrics import (RESEED_REASONS, DaemonMetrics, MetricsError, start_http_server,
+                                     stop_http_server)
+
+CONTRACT = """lavalamp_frames_displayed_total lavalamp_frames_generated_total
+lavalamp_display_frames_per_second lavalamp_generation_frames_per_second
+lavalamp_display_target_frames_per_second lavalamp_frame_seconds_bucket lavalamp_ring_buffer_frames
+lavalamp_ring_buffer_capacity_frames lavalamp_ring_buffer_underruns_total lavalamp_latent_mean
+lavalamp_latent_std lavalamp_latent_skew lavalamp_latent_kurtosis lavalamp_latent_reference
+lavalamp_latent_reference_distance lavalamp_renormalizations_total lavalamp_reseeds_total
+lavalamp_motion lavalamp_display_on lavalamp_display_scheduled_on lavalamp_display_brightness_ratio
+lavalamp_producer_errors_total lavalamp_producer_heartbeat_age_seconds lavalamp_model_swaps_total
+lavalamp_model_info lavalamp_up process_cpu_seconds_total process_resident_memory_bytes""".split()
+
+
+def scrape(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def test_every_contract_metric_is_served_with_help_and_labels_at_zero():
+    registry = CollectorRegistry()
+    m = DaemonMetrics(registry)
+    m.frames_displayed.inc(3)
+    server, thread = start_http_server("127.0.0.1", 0, registry)
+    try:
+        text = scrape(server.server_port)
+    finally:
+        stop_http_server(server, thread)
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if not line.startswith("#")}
+    assert set(CONTRACT) <= names, set(CONTRACT) - names
+    assert "lavalamp_frames_displayed_total 3.0" in text
+    for reason in RESEED_REASONS:
+        assert f'lavalamp_reseeds_total{{reason="{reason}"}} 0.0' in text
+    assert 'lavalamp_model_swaps_total{result="refused"} 0.0' in text
+    helps = [line for line in text.splitlines() if line.startswith("# HELP lavalamp_")]
+    assert all(len(line.split(" ", 3)[3]) > 10 for line in helps)
+    assert not thread.is_alive()
+
+
+def test_a_private_registry_keeps_daemons_apart():
+    a, b = CollectorRegistry(), CollectorRegistry()
+    DaemonMetrics(a, process=False).reseeds.labels("loop").inc()
+    DaemonMetrics(b, process=False)
+    assert a.get_sample_value("lavalamp_reseeds_total", {"reason": "loop"}) == 1
+    assert b.get_sample_value("lavalamp_reseeds_total", {"reason": "loop"}) == 0
+
+
+def test_a_port_in_use_is_a_clear_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(MetricsError, match=f"cannot serve metrics on 127.0.0.1:{port}.*metrics.port"):
+            start_http_server("127.0.0.1", port, CollectorRegistry())

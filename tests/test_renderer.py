@@ -1,0 +1,144 @@
+"""The renderer: layout and blending maths, pygame drawing and keys, and a real window under Xvfb."""
+
+import dataclasses
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from lavalamp.daemon.config import DisplayConfig
+from lavalamp.daemon.renderer import PygameRenderer, blend, layout
+
+from .daemon_helpers import Running, write_config
+from .fakes import save_fake_lamp
+
+
+def test_fit_letterboxes_fill_crops_stretch_covers():
+    assert layout((1280, 720), 64, "fit") == ((0, 0, 64, 64), (280, 0, 720, 720))
+    assert layout((1280, 720), 64, "fill") == ((0, 14, 64, 36), (0, 0, 1280, 720))
+    assert layout((1280, 720), 64, "stretch") == ((0, 0, 64, 64), (0, 0, 1280, 720))
+
+
+def test_blend_cross_fades_and_dims():
+    a, b = np.full((2, 2, 3), 200, np.uint8), np.full((2, 2, 3), 100, np.uint8)
+    assert blend(a, b, 0.0) is a
+    assert int(blend(a, b, 0.5)[0, 0, 0]) == 150
+    assert int(blend(a, b, 1.0)[0, 0, 0]) == 100
+    assert int(blend(a, None, 0.0, brightness=0.5)[0, 0, 0]) == 100
+
+
+def gradient(size=64):
+    ramp = np.linspace(0, 255, size).astype(np.uint8)
+    frame = np.zeros((size, size, 3), np.uint8)
+    frame[..., 0] = ramp[None, :]  # red grows to the right
+    frame[..., 1] = ramp[:, None]  # green grows downwards
+    frame[..., 2] = 90
+    return frame
+
+
+@pytest.fixture
+def window():
+    r = PygameRenderer(config=DisplayConfig(fullscreen=False, width=320, height=240, vsync=False),
+                       frame_size=64)
+    r.open()
+    yield r
+    r.close()
+
+
+def test_drawn_pixels_are_the_frame_scaled_not_garbage(window):
+    import pygame
+
+    frame = gradient()
+    window.draw(frame, 0, None, 1, 0.0, 1.0)
+    shown = pygame.surfarray.array3d(window.screen).transpose(1, 0, 2)  # (H,W,3)
+    assert shown[:, :40].max() == 0 and shown[:, -40:].max() == 0  # letterbox bars
+    lamp = shown[:, 40:280]
+    assert abs(int(lamp[120, 0, 0]) - 0) < 12 and abs(int(lamp[120, -1, 0]) - 255) < 12
+    assert abs(int(lamp[0, 120, 1]) - 0) < 12 and abs(int(lamp[-1, 120, 1]) - 255) < 12
+    assert np.abs(lamp[..., 2].astype(int) - 90).max() <= 2
+
+
+def test_cross_fade_and_dimming_reach_the_screen(window):
+    import pygame
+
+    white, black = np.full((64, 64, 3), 240, np.uint8), np.zeros((64, 64, 3), np.uint8)
+    window.draw(white, 0, black, 1, 0.25, 1.0)
+    assert abs(int(pygame.surfarray.array3d(window.screen)[160, 120, 0]) - 180) <= 3
+    window.draw(white, 0, None, 1, 0.0, 0.5)
+    assert abs(int(pygame.surfarray.array3d(window.screen)[160, 120, 0]) - 120) <= 3
+
+
+def test_keys_become_commands_and_quit_keys_can_be_disabled(window):
+    import pygame
+
+    for key in (pygame.K_f, pygame.K_r, pygame.K_SPACE, pygame.K_q, pygame.K_a):
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key))
+    assert window.events() == ["fullscreen", "reseed", "pause", "quit"]
+    window.apply(dataclasses.replace(window.config, quit_keys=False))
+    pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE))
+    pygame.event.post(pygame.event.Event(pygame.QUIT))
+    assert window.events() == ["quit"]  # closing the window still quits
+
+
+def read_xwd(path):
+    """An `xwd` screenshot (ZPixmap, 24/32 bits per pixel) as an RGB array (H,W,3)."""
+    data = path.read_bytes()
+    f = struct.unpack(">25I", data[:100])
+    header_size, width, height, byte_order, bytes_per_line, ncolors = f[0], f[4], f[5], f[7], f[12], f[19]
+    pixels = np.frombuffer(data, dtype="<u4" if byte_order == 0 else ">u4",
+                           count=height * bytes_per_line // 4, offset=header_size + 12 * ncolors)
+    pixels = pixels.reshape(height, bytes_per_line // 4)[:, :width]
+    channels = [(pixels & m) >> ((m & -m).bit_length() - 1) for m in f[14:17]]
+    return np.stack(channels, -1).astype(np.uint8)
+
+
+@pytest.fixture
+def xvfb():
+    if not (shutil.which("Xvfb") and shutil.which("xwd")):
+        pytest.skip("Xvfb or xwd is not installed (apt-get install xvfb x11-apps)")
+    read, write = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x720x24",
+                               "-nolisten", "tcp"], pass_fds=(write,), stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as f:
+        number = f.readline().strip()  # written once the server accepts connections
+    yield f":{number}"
+    server.terminate()
+    server.wait(10)
+
+
+def screenshot(display, path):
+    subprocess.run(["xwd", "-root", "-silent", "-out", str(path)], env={**os.environ, "DISPLAY": display},
+                   check=True, timeout=20)
+    return read_xwd(path)
+
+
+@pytest.mark.xvfb
+@pytest.mark.slow
+def test_a_lit_moving_lamp_fullscreen_under_xvfb(xvfb, tmp_path):
+    lamp = save_fake_lamp(tmp_path / "lamp.safetensors", contrast=100)
+    config = write_config(tmp_path / "c.yaml", {"display": {"fullscreen": True, "width": 1280,
+                                                            "height": 720, "fps": 30}})
+    run = Running(["--model", lamp, "--config", config],
+                  env={"DISPLAY": xvfb, "SDL_VIDEODRIVER": "x11"})
+    try:
+        run.wait_for_line("first frame on screen")
+        first = screenshot(xvfb, tmp_path / "first.xwd")
+        deadline, later = time.monotonic() + 10, first
+        while np.array_equal(later, first) and time.monotonic() < deadline:
+            later = screenshot(xvfb, tmp_path / "later.xwd")
+        code, _ = run.stop(signal.SIGTERM)
+    finally:
+        run.kill()
+    assert first.shape == (720, 1280, 3)
+    lamp_area, bars = first[:, 280:1000], np.concatenate([first[:, :270], first[:, 1010:]], axis=1)
+    assert lamp_area.mean() > 30, "the lamp is dark"
+    assert len(np.unique(lamp_area.reshape(-1, 3), axis=0)) > 50, "the lamp is one colour"
+    assert bars.max() < 10, "letterbox bars are not black"
+    assert np.abs(later.astype(int) - first).mean() > 0.05, "the lamp does not move"
+    assert code == 0

@@ -1,0 +1,82 @@
+"""The schedule: crontab lines checked at load, flags from the last fire times, model-file watch."""
+
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from lavalamp.daemon.config import ConfigError, ScheduleConfig, parse_config
+from lavalamp.daemon.schedule import ModelWatch, Schedule, cron, last_fire, newer_of
+
+from .fakes import save_fake_lamp
+
+NOON = datetime(2026, 6, 10, 12, 30, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("schedule, message", [
+    ({"reseed": "61 * * * *"}, "schedule.reseed: invalid crontab line '61 * * * *'"),
+    ({"display_on": "0 7 * *", "display_off": "0 23 * * *"}, "schedule.display_on: invalid crontab"),
+    ({"display_off": "0 23 * * *"}, "schedule.display_off is set but schedule.display_on is not"),
+    ({"dim": "0 20 * * *"}, "schedule.dim is set but schedule.undim is not"),
+    ({"timezone": "Mars/Olympus"}, "schedule.timezone: unknown IANA time zone 'Mars/Olympus'"),
+])
+def test_bad_schedules_are_refused_at_load(schedule, message):
+    with pytest.raises(ConfigError, match=message.replace("*", r"\*")):
+        parse_config({"schedule": schedule})
+
+
+def test_last_fire_and_which_came_last():
+    on, off = cron("0 7 * * *", "UTC"), cron("0 23 * * *", "UTC")
+    assert last_fire(on, NOON) == datetime(2026, 6, 10, 7, 0, tzinfo=timezone.utc)
+    assert last_fire(off, NOON) == datetime(2026, 6, 9, 23, 0, tzinfo=timezone.utc)
+    assert newer_of(on, off, NOON) is True  # 12:30: on since 07:00
+    assert newer_of(on, off, datetime(2026, 6, 10, 23, 30, tzinfo=timezone.utc)) is False
+    assert newer_of(None, None, NOON) is True
+    assert last_fire(cron("0 0 1 1 *", "UTC"), NOON) == datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def schedule(**values):
+    calls = {"reseed": 0, "model": 0}
+    s = Schedule(config=ScheduleConfig(**values), model_path=None,
+                 on_reseed=lambda: calls.__setitem__("reseed", calls["reseed"] + 1),
+                 on_model_change=lambda: calls.__setitem__("model", calls["model"] + 1))
+    return s, calls
+
+
+def test_flags_start_as_the_schedule_says_and_jobs_flip_them():
+    s, calls = schedule(display_on="0 0 1 1 *", display_off="* * * * *", dim="* * * * *",
+                        undim="0 0 1 1 *", dim_level=0.3, reseed="*/5 * * * *", watch_model_s=0)
+    assert s.display_on is False and s.brightness == 0.3
+    jobs = {job.id: job for job in s._scheduler.get_jobs()}
+    assert set(jobs) == {"display_on", "display_off", "dim", "undim", "reseed"}
+    jobs["display_on"].func()
+    jobs["undim"].func()
+    jobs["reseed"].func()
+    assert s.display_on is True and s.brightness == 1.0 and calls["reseed"] == 1
+    s.configure(ScheduleConfig())
+    assert s.display_on is True and s._scheduler.get_jobs() == []
+
+
+def test_a_replaced_model_file_is_noticed_once(tmp_path):
+    path = tmp_path / "lamp.safetensors"
+    save_fake_lamp(path)
+    watch = ModelWatch(path)
+    assert not watch.changed()
+    save_fake_lamp(path, seed=2)  # atomic replace: a new inode
+    assert watch.changed() and not watch.changed()
+    path.unlink()
+    assert not watch.changed()
+
+
+def test_the_watch_job_runs_on_the_scheduler_thread(tmp_path):
+    path = tmp_path / "lamp.safetensors"
+    save_fake_lamp(path)
+    changed = threading.Event()
+    s = Schedule(config=ScheduleConfig(watch_model_s=0.05), model_path=path, on_reseed=lambda: None,
+                 on_model_change=changed.set)
+    s.start()
+    try:
+        save_fake_lamp(path, seed=3)
+        assert changed.wait(10)
+    finally:
+        s.shutdown()

@@ -1,0 +1,417 @@
+"""The training pipeline of a lamp: decoder (VAE), encoding of the footage, latent RNN, one checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from lavalamp.models import __version__
+from lavalamp.models.atomic import atomic_write_bytes
+from lavalamp.models.checkpoint import DataInfo, Lamp, save_lamp
+from lavalamp.models.dream import Dream, frames_to_uint8
+from lavalamp.models.latent import latent_stats, project_to_sphere, slerp
+from lavalamp.models.rnn import LatentRNN, LatentRNNConfig
+from lavalamp.models.vae import VAE, VAEConfig
+from lavalamp.models.video import write_video
+
+from .footage import Footage
+from .distributed import World, agree_to_stop, barrier, mean_across
+from .losses import RNNLoss, VAELoss
+from .runlog import LossLog, Progress, contact_sheet
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+SAVE_EVERY_S = 60.0
+START_CONTEXTS = 64
+START_CONTEXT_STEPS = 8
+STAGE_SEEDS = {"vae": 1, "rnn": 2}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Every knob of a training run (saved as config.json in the run folder)."""
+
+    frame_size: int = 64
+    """Side of the square frames in pixels: 64, 128 or 256."""
+    frame_step: int = 6
+    """The RNN steps every frame_step-th source frame (duralava: every 6th of 30 fps)."""
+    latent_size: int = 32
+    """Dimensions of the VAE latent."""
+    base_channels: int = 32
+    """VAE channels at full resolution (doubling at each halving, up to 256)."""
+    kl_weight: float = 1.0
+    """Weight of the KL term against the summed squared pixel error of a frame."""
+    vae_batch: int = 64
+    """Frames per VAE step."""
+    vae_lr: float = 2e-3
+    """Peak learning rate of the VAE (cosine decay over the stage's budget)."""
+    hidden_size: int = 256
+    """Units of the RNN core."""
+    cell: str = "gru"
+    """RNN core: 'gru' or 'lstm'."""
+    head: str = "mdn"
+    """RNN head: 'mdn' (mixture density, sampled) or 'deterministic' (normality penalties)."""
+    mixtures: int = 5
+    """Gaussians of the mixture-density head."""
+    rnn_batch: int = 32
+    """Windows per RNN step."""
+    window: int = 32
+    """Latent steps per RNN training window."""
+    warmup: int = 8
+    """Real latents fed before a free-running rollout starts."""
+    rollout: int = 16
+    """Steps the RNN runs on its own samples inside each window (0 = teacher forcing only)."""
+    rollout_weight: float = 1.0
+    """Weight of the rollout loss against the teacher-forced loss."""
+    context_noise: float = 0.05
+    """Std of noise added to the input latents (the model learns to ignore small errors)."""
+    normality_weight: float = 1.0
+    """Weight of duralava's normality penalties (deterministic head only)."""
+    rnn_lr: float = 1e-3
+    """Peak learning rate of the RNN (cosine decay over the stage's budget)."""
+    vae_share: float = 0.6
+    """Share of a --minutes budget given to the VAE; the RNN gets the rest."""
+    minutes: float | None = None
+    """Total wall-clock budget of the run in minutes (None = use step budgets)."""
+    vae_steps: int = 2000
+    """VAE optimizer steps when no minutes budget is given."""
+    rnn_steps: int = 2000
+    """RNN optimizer steps when no minutes budget is given."""
+    seed: int = 0
+    """Seed of every random choice; the same seed and data reproduce the run."""
+    name: str = "lamp"
+    """Name stored in the checkpoint and shown in metrics."""
+
+    def __post_init__(self) -> None:
+        VAEConfig(frame_size=self.frame_size, latent_size=self.latent_size)
+        LatentRNNConfig(cell=self.cell, head=self.head)
+        if self.frame_step < 1 or self.window < 2 or not 1 <= self.warmup < self.window:
+            raise ValueError("need frame_step >= 1, window >= 2 and 1 <= warmup < window")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be positive, got {self.minutes}")
+        if not 0 < self.vae_share < 1:
+            raise ValueError(f"vae_share must be in (0,1), got {self.vae_share}")
+
+    def vae_config(self) -> VAEConfig:
+        """Architecture of the decoder stage."""
+        return VAEConfig(frame_size=self.frame_size, latent_size=self.latent_size,
+                         base_channels=self.base_channels)
+
+    def rnn_config(self) -> LatentRNNConfig:
+        """Architecture of the latent RNN stage."""
+        return LatentRNNConfig(latent_size=self.latent_size, hidden_size=self.hidden_size,
+                               cell=self.cell, head=self.head, mixtures=self.mixtures)
+
+    @property
+    def min_frames(self) -> int:
+        """Frames a clip needs to hold one RNN training window."""
+        return self.window * self.frame_step + 1
+
+
+@dataclass
+class Run:
+    """One training run: its folder, settings, process world and device."""
+
+    folder: Path
+    config: TrainConfig
+    world: World
+    device: torch.device
+    progress: bool = True
+
+    def stage_folder(self, stage: str) -> Path:
+        """The folder of one stage's files (created on the main process)."""
+        path = self.folder / stage
+        if self.world.main:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class Budget:
+    """When a stage is done: a step count, or a share of the run's minutes."""
+
+    def __init__(self, *, steps: int, seconds: float | None) -> None:
+        self.steps, self.seconds = steps, seconds
+
+    def fraction(self, step: int, elapsed_s: float) -> float:
+        """How much of the budget is spent, 0..1."""
+        if self.seconds is not None:
+            return min(1.0, elapsed_s / self.seconds)
+        return min(1.0, step / max(1, self.steps))
+
+    def lr_scale(self, step: int, elapsed_s: float) -> float:
+        """Cosine decay from 1 to 0.05 over the budget, after a short warm-up."""
+        f = self.fraction(step, elapsed_s)
+        warm = min(1.0, (step + 1) / 50)
+        return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * f)))
+
+
+def stage_budget(run: Run, stage: str) -> Budget:
+    """The budget of 'vae' or 'rnn' from the run's config."""
+    c = run.config
+    if c.minutes is None:
+        return Budget(steps=c.vae_steps if stage == "vae" else c.rnn_steps, seconds=None)
+    share = c.vae_share if stage == "vae" else 1 - c.vae_share
+    return Budget(steps=0, seconds=c.minutes * 60 * share)
+
+
+# ----------------------------------------------------------------------------------------- state
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Atomically write a stage's resumable state (tensors and plain values only)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_state(path: Path) -> dict[str, Any] | None:
+    """A stage's saved state, or None; never unpickles arbitrary objects."""
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ----------------------------------------------------------------------------------- the loop
+def optimize(run: Run, stage: str, model: nn.Module, loss_module: nn.Module,
+             batch: Callable[[np.random.Generator], torch.Tensor], lr: float,
+             validate: Callable[[], dict[str, float]]) -> dict[str, Any]:
+    """Train `model` by minimizing `loss_module(batch(rng))` within the stage budget; resumable."""
+    folder = run.stage_folder(stage)
+    budget = stage_budget(run, stage)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
+    rng = np.random.default_rng([run.config.seed, run.world.rank, STAGE_SEEDS[stage]])
+    torch.manual_seed(run.config.seed * 1000 + run.world.rank)
+    state = load_state(folder / STATE_FILE)
+    step, elapsed, summary = 0, 0.0, {}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        step, elapsed, summary = state["step"], state["elapsed_s"], state["summary"]
+        if state["done"]:
+            return summary
+        log.info("%s: resuming at step %d (%.0f s trained)", stage, step, elapsed)
+    trainer = _wrap(run, loss_module)
+    losses = LossLog(folder / "losses.csv")
+    losses.truncate(step)
+    progress = Progress(stage, enabled=run.progress and run.world.main)
+    started, last_save, running = time.monotonic() - elapsed, time.monotonic(), {}
+    model.train()
+    while not agree_to_stop(run.world, budget.fraction(step, elapsed) >= 1.0):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * budget.lr_scale(step, elapsed)
+        loss, parts = trainer(batch(rng).to(run.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        step += 1
+        elapsed = time.monotonic() - started
+        running = {k: 0.9 * running.get(k, float(v)) + 0.1 * float(v) for k, v in parts.items()}
+        progress.update(budget.fraction(step, elapsed), elapsed,
+                        f"step {step} " + " ".join(f"{k} {v:.4g}" for k, v in running.items()))
+        if step % 100 == 0:
+            losses.add({"step": step, **{f"train_{k}": v for k, v in running.items()}})
+        if time.monotonic() - last_save > SAVE_EVERY_S:
+            summary = _checkpoint_stage(run, folder, model, optimizer, rng, step, elapsed, losses,
+                                        validate, done=False)
+            last_save = time.monotonic()
+    progress.close()
+    model.eval()
+    summary = _checkpoint_stage(run, folder, model, optimizer, rng, step, elapsed, losses,
+                                validate, done=True)
+    log.info("%s: done after %d steps in %.0f s: %s", stage, step, elapsed, summary)
+    return summary
+
+
+def _wrap(run: Run, loss_module: nn.Module) -> nn.Module:
+    if not run.world.distributed:
+        return loss_module
+    ids = [run.device.index] if run.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
+
+
+def _checkpoint_stage(run: Run, folder: Path, model: nn.Module, optimizer, rng, step: int,
+                      elapsed: float, losses: LossLog, validate, *, done: bool) -> dict[str, Any]:
+    """Validate, log and save the stage's state (main process writes; all processes agree)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        summary = {k: mean_across(run.world, v) for k, v in validate().items()}
+    model.train(was_training)
+    summary.update(step=step, seconds=round(elapsed, 1))
+    if run.world.main:
+        losses.add({"step": step, **{f"val_{k}": v for k, v in summary.items()
+                                     if k not in ("step", "seconds")}})
+        losses.save()
+        save_state(folder / STATE_FILE, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
+            "elapsed_s": elapsed, "summary": summary, "done": done})
+    barrier(run.world)
+    return summary
+
+
+# ------------------------------------------------------------------------------------- stages
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames (B,S,S,3) -> float (B,3,S,S) in [0,1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def train_vae(run: Run, clips: Footage) -> tuple[VAE, dict[str, Any]]:
+    """Stage 1: the VAE that maps frames to latents and back."""
+    torch.manual_seed(run.config.seed)
+    vae = VAE(run.config.vae_config()).to(run.device)
+    pool = np.concatenate(clips.train)
+    val = np.concatenate(clips.val) if clips.val else pool[-256:]
+    val = val[np.linspace(0, len(val) - 1, min(256, len(val))).astype(int)]
+    loss = VAELoss(vae, kl_weight=run.config.kl_weight)
+
+    def batch(rng: np.random.Generator) -> torch.Tensor:
+        return to_tensor(pool[rng.integers(len(pool), size=run.config.vae_batch)])
+
+    def validate() -> dict[str, float]:
+        _, parts = loss(to_tensor(val).to(run.device))
+        return {"psnr": float(parts["psnr"]), "kl": float(parts["kl"])}
+
+    summary = optimize(run, "vae", vae, loss, batch, run.config.vae_lr, validate)
+    vae.eval()
+    if run.world.main:
+        _vae_pictures(run, vae, val)
+    return vae, summary
+
+
+@torch.no_grad()
+def _vae_pictures(run: Run, vae: VAE, val: np.ndarray) -> None:
+    folder = run.stage_folder("vae")
+    pick = val[np.linspace(0, len(val) - 1, 8).astype(int)]
+    recon = frames_to_uint8(vae(to_tensor(pick).to(run.device))[0])
+    contact_sheet([pick, recon], folder / "samples.png")
+    mu, _ = vae.encode(to_tensor(pick).to(run.device))
+    walk = [slerp(mu[i], mu[(i + 1) % len(mu)], t) for i in range(len(mu)) for t in np.linspace(0, 1, 12)]
+    write_video(folder / "dream.gif", frames_to_uint8(vae.decode(torch.stack(walk))), fps=12.0)
+
+
+@torch.no_grad()
+def encode_footage(run: Run, vae: VAE, clips: Footage) -> dict[str, list[np.ndarray]]:
+    """Stage 2: every frame of every clip to its latent u (T,D), saved as latents.npz (resumable)."""
+    path = run.folder / "latents.npz"
+    if run.world.main and not path.exists():
+        out = {f"{part}_{i}": _encode_clip(run, vae, clip)
+               for part in ("train", "val") for i, clip in enumerate(getattr(clips, part))}
+        buffer = io.BytesIO()
+        np.savez(buffer, **out)
+        atomic_write_bytes(path, buffer.getvalue())
+    barrier(run.world)
+    with np.load(path) as data:
+        return {part: [data[k] for k in sorted((k for k in data.files if k.startswith(part)),
+                                               key=lambda k: int(k.split("_")[1]))]
+                for part in ("train", "val")}
+
+
+def _encode_clip(run: Run, vae: VAE, clip: np.ndarray) -> np.ndarray:
+    chunks = [vae.encode(to_tensor(clip[i:i + 256]).to(run.device))[0] for i in range(0, len(clip), 256)]
+    mu = torch.cat(chunks)
+    return (project_to_sphere(mu) if vae.config.sphere else mu).cpu().numpy().astype(np.float32)
+
+
+def sample_windows(sequences: list[np.ndarray], rng: np.random.Generator, count: int, length: int,
+                   step: int) -> np.ndarray:
+    """`count` windows of `length` latents, `step` source frames apart, never across clips."""
+    span = (length - 1) * step + 1
+    usable = [s for s in sequences if len(s) >= span]
+    weights = np.array([len(s) - span + 1 for s in usable], dtype=float)
+    picks = rng.choice(len(usable), size=count, p=weights / weights.sum())
+    out = np.empty((count, length, usable[0].shape[1]), dtype=np.float32)
+    for i, k in enumerate(picks):
+        start = rng.integers(len(usable[k]) - span + 1)
+        out[i] = usable[k][start:start + span:step]
+    return out
+
+
+def train_rnn(run: Run, latents: dict[str, list[np.ndarray]]) -> tuple[LatentRNN, dict[str, Any]]:
+    """Stage 3: the latent RNN on windows of the encoded footage, with free-running rollouts."""
+    c = run.config
+    torch.manual_seed(c.seed + 1)
+    rnn = LatentRNN(c.rnn_config()).to(run.device)
+    loss = RNNLoss(rnn, warmup=c.warmup, rollout=c.rollout, rollout_weight=c.rollout_weight,
+                   context_noise=c.context_noise, normality_weight=c.normality_weight)
+    val_source = latents["val"] if _fits(latents["val"], c) else latents["train"]
+    val = torch.from_numpy(sample_windows(val_source, np.random.default_rng(c.seed), 64,
+                                          c.window + 1, c.frame_step))
+
+    def batch(rng: np.random.Generator) -> torch.Tensor:
+        return torch.from_numpy(sample_windows(latents["train"], rng, c.rnn_batch, c.window + 1,
+                                               c.frame_step))
+
+    def validate() -> dict[str, float]:
+        _, parts = loss(val.to(run.device))
+        return {k: float(v) for k, v in parts.items()}
+
+    summary = optimize(run, "rnn", rnn, loss, batch, c.rnn_lr, validate)
+    rnn.eval()
+    return rnn, summary
+
+
+def _fits(sequences: list[np.ndarray], c: TrainConfig) -> bool:
+    return any(len(s) >= c.window * c.frame_step + 1 for s in sequences)
+
+
+def build_lamp(run: Run, vae: VAE, rnn: LatentRNN, latents: dict[str, list[np.ndarray]],
+               clips: Footage, summaries: dict[str, Any]) -> Lamp:
+    """Everything the daemon needs, in one Lamp."""
+    c = run.config
+    stepped = np.concatenate([s[::c.frame_step] for s in latents["train"]])
+    contexts = sample_windows(latents["train"], np.random.default_rng(c.seed + 2), START_CONTEXTS,
+                              START_CONTEXT_STEPS, c.frame_step)
+    d = c.latent_size
+    training = {"config": dataclasses.asdict(c), "stages": summaries, "package_version": __version__,
+                "processes": run.world.size, "device": run.device.type}
+    return Lamp(name=c.name, decoder_kind="vae", decoder_config=vae.config, decoder=vae.decoder,
+                rnn=rnn, latent_mean=torch.zeros(d), latent_std=torch.ones(d),
+                reference=latent_stats(torch.from_numpy(stepped)),
+                start_contexts=torch.from_numpy(contexts),
+                data=DataInfo(fps=clips.fps, frame_step=c.frame_step, description=clips.description),
+                encoder=vae.encoder, training=training).to(run.device)
+
+
+@torch.no_grad()
+def _dream_pictures(run: Run, lamp: Lamp) -> None:
+    folder = run.stage_folder("rnn")
+    dream = Dream(lamp, seed=run.config.seed)
+    frames = dream.decode(dream.advance(160))
+    contact_sheet([frames[:8], frames[::20][:8]], folder / "samples.png")
+    write_video(folder / "dream.gif", frames, fps=max(lamp.data.lamp_fps * 2, 5.0))
+
+
+def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
+    """Run every stage (skipping finished ones) and write the lamp to `out` (main process)."""
+    if run.world.main:
+        run.folder.mkdir(parents=True, exist_ok=True)
+        config_path = run.folder / "config.json"
+        if not config_path.exists():
+            atomic_write_bytes(config_path, json.dumps(
+                {"train": dataclasses.asdict(run.config), "data": clips.description,
+                 "fps": clips.fps}, indent=2).encode())
+    vae, vae_summary = train_vae(run, clips)
+    latents = encode_footage(run, vae, clips)
+    rnn, rnn_summary = train_rnn(run, latents)
+    lamp = build_lamp(run, vae, rnn, latents, clips, {"vae": vae_summary, "rnn": rnn_summary})
+    if run.world.main:
+        _dream_pictures(run, lamp)
+        save_lamp(lamp, run.folder / "lamp.safetensors")
+        save_lamp(lamp, out)
+        log.info("wrote %s", out)
+    barrier(run.world)
+    return lamp
