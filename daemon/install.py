@@ -256,9 +256,14 @@ def install_service(args: argparse.Namespace) -> int:
         systemctl = _systemctl(args)
         _require_config(paths.config)
         target = _unit_dir(args) / UNIT_NAME
+        previous = target.read_bytes() if target.is_file() else None
         _write_unit(target, text)
-        _run(systemctl + ["daemon-reload"])
-        _run(systemctl + ["enable", UNIT_NAME])
+        try:
+            _run(systemctl + ["daemon-reload"])
+            _run(systemctl + ["enable", UNIT_NAME])
+        except InstallError:
+            _restore(target, previous)
+            raise
         if args.now:
             _run(systemctl + ["restart", UNIT_NAME])
     except InstallError as exc:
@@ -298,6 +303,15 @@ def _write_unit(target: Path, text: str) -> None:
         target.chmod(0o644)
     except OSError as exc:
         raise InstallError(f"cannot write {target}: {exc.strerror}") from None
+
+
+def _restore(target: Path, previous: bytes | None) -> None:
+    """Put back the unit file as it was before a failed install (or remove the new one)."""
+    if previous is None:
+        target.unlink(missing_ok=True)
+    else:
+        atomic_write_bytes(target, previous)
+    log.info("restored %s as it was", target)
 
 
 def _unit_paths(args: argparse.Namespace) -> UnitPaths:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import plistlib
+import shlex
 import sys
 from pathlib import Path
 
@@ -176,9 +178,43 @@ def test_bad_config_missing_config_and_failing_systemctl_are_refused(tmp_path, c
     monkeypatch.setenv("SYSTEMCTL_FAIL", "Access denied")
     assert run("install-service", "--config", str(config), "--unit-dir", str(unit_dir)) == 2
     assert "daemon-reload failed (exit 1): Failed to daemon-reload: Access denied" in capsys.readouterr().err
+    assert not (unit_dir / "lavalamp.service").exists()  # nothing half-installed is left behind
+
+
+def test_a_failed_reinstall_keeps_the_working_unit(tmp_path, config, fake_systemctl, monkeypatch):
+    unit_dir = tmp_path / "units"
+    assert run("install-service", "--config", str(config), "--unit-dir", str(unit_dir)) == 0
+    before = (unit_dir / "lavalamp.service").read_text()
+    monkeypatch.setenv("SYSTEMCTL_FAIL", "Transport endpoint is not connected")
+    assert run("install-service", "--config", str(config), "--unit-dir", str(unit_dir),
+               "--watchdog-s", "30") == 2
+    assert (unit_dir / "lavalamp.service").read_text() == before
 
 
 def test_venv_without_lavalamp_is_refused(tmp_path, config, capsys):
     assert run("install-service", "--dry-run", "--config", str(config), "--venv", str(tmp_path)) == 2
     assert f"{tmp_path}/bin/lavalamp not found" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("user", [False, True])
+def test_the_units_commands_are_ones_the_real_cli_accepts(user):
+    parser = cli.build_parser()
+    for line in render_unit(CANONICAL, user=user).splitlines():
+        key, _, value = line.partition("=")
+        if key in ("ExecStart", "ExecStartPre"):
+            words = shlex.split(value)
+            assert words[0] == "/opt/lavalamp/.venv/bin/lavalamp"
+            args = parser.parse_args(words[1:])  # exits (fails the test) on an unknown option
+            assert args.config == "/etc/lavalamp/config.yaml"
+
+
+def test_launchd_agent_runs_the_lamp_and_restarts_it_only_after_a_crash():
+    agent = plistlib.loads((REPO / "deploy" / "com.neural-lavalamp.lavalamp.plist").read_bytes())
+    assert agent["Label"] == "com.neural-lavalamp.lavalamp"
+    words = agent["ProgramArguments"]
+    assert words[0] == "/opt/lavalamp/.venv/bin/lavalamp"
+    assert cli.build_parser().parse_args(words[1:]).command == "run"
+    assert agent["KeepAlive"] == {"SuccessfulExit": False} and agent["RunAtLoad"] is True
+    assert agent["StandardOutPath"] == agent["StandardErrorPath"] == "/opt/lavalamp/log/lavalamp.log"
+    assert agent["EnvironmentVariables"]["PYTORCH_ENABLE_MPS_FALLBACK"] == "1"
