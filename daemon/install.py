@@ -311,7 +311,7 @@ def _restore(target: Path, previous: bytes | None) -> None:
         target.unlink(missing_ok=True)
     else:
         atomic_write_bytes(target, previous)
-    log.info("restored %s as it was", target)
+    log.info("%s put back as it was before", target)
 
 
 def _unit_paths(args: argparse.Namespace) -> UnitPaths:

@@ -77,6 +77,9 @@ def cached_root() -> Path:
         if not root.is_dir():
             subprocess.run(["sh", str(ROOT_SCRIPT), str(root), debian_mirror()], check=True,
                            capture_output=True, timeout=900)
+            for stale in CACHE.glob("root-*"):  # roots of older versions of the script
+                if stale != root:
+                    shutil.rmtree(stale, ignore_errors=True)
     return root
 
 
