@@ -161,6 +161,9 @@ class UnitPaths:
     """Config file passed to `lavalamp run --config`."""
     model: Path | None = None
     """Checkpoint passed with `--model`; None = the config's model.path (or the shipped lamp)."""
+    config_model: Path | None = None
+    """The config's model.path: kept readable but not put on the command line, so that a reload
+    after editing the config can point the lamp at another file."""
     interpreter: Path | None = None
     """Installation prefix of the venv's base Python when it lies outside /usr (e.g. pyenv)."""
     watchdog_s: int = 10
@@ -171,9 +174,11 @@ CANONICAL = UnitPaths(venv=Path("/opt/lavalamp/.venv"), config=Path("/etc/lavala
                       model=Path("/opt/lavalamp/models/lamp.safetensors"))
 
 
-def quote_arg(arg: str) -> str:
-    """One command-line word for an Exec*= line: specifiers escaped, quoted if it has spaces."""
-    arg = arg.replace("%", "%%").replace("$", "$$")
+def quote_arg(arg: str, *, exec_line: bool = True) -> str:
+    """One word of a unit setting: specifiers (and on Exec*= lines, variables) escaped, quoted if
+    it has spaces."""
+    arg = arg.replace("%", "%%")
+    arg = arg.replace("$", "$$") if exec_line else arg
     if any(c in arg for c in " \t\"'\\;"):
         return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return arg
@@ -190,16 +195,16 @@ def render_unit(paths: UnitPaths, *, user: bool = False) -> str:
     run = [lavalamp, "run", "--config", str(paths.config)]
     if paths.model is not None:
         run += ["--model", str(paths.model)]
-    watched = [paths.venv, paths.config.parent] + ([paths.model.parent] if paths.model else [])
-    watched += [paths.interpreter] if paths.interpreter else []
-    read_only = list(dict.fromkeys(str(p) for p in watched))
+    watched = [paths.venv, paths.config.parent, paths.model and paths.model.parent,
+               paths.config_model and paths.config_model.parent, paths.interpreter]
+    read_only = list(dict.fromkeys(str(p) for p in watched if p))
     under_home = any(p == h or p.startswith(h + "/") for p in read_only for h in HOME_PREFIXES)
     template = USER_TEMPLATE if user else SYSTEM_TEMPLATE
     return template.format(
         watchdog_s=paths.watchdog_s,
         exec_check=command_line([lavalamp, "check-config", "--config", str(paths.config)]),
         exec_run=command_line(run),
-        read_only_paths=" ".join(quote_arg(p) for p in read_only),
+        read_only_paths=" ".join(quote_arg(p, exec_line=False) for p in read_only),
         protect_home="read-only" if under_home else "yes")
 
 
@@ -326,10 +331,9 @@ def _unit_paths(args: argparse.Namespace) -> UnitPaths:
         raise InstallError(f"model {model} not found")
     if args.watchdog_s < 1:
         raise InstallError(f"--watchdog-s must be at least 1, got {args.watchdog_s}")
-    if model is None and config.is_file():
-        model = _config_model(config)
-    return UnitPaths(venv=venv, config=config, model=model, interpreter=venv_interpreter(venv),
-                     watchdog_s=args.watchdog_s)
+    config_model = _config_model(config) if model is None and config.is_file() else None
+    return UnitPaths(venv=venv, config=config, model=model, config_model=config_model,
+                     interpreter=venv_interpreter(venv), watchdog_s=args.watchdog_s)
 
 
 def venv_interpreter(venv: Path) -> Path | None:

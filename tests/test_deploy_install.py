@@ -86,6 +86,9 @@ def test_paths_in_a_home_folder_keep_it_readable_and_awkward_names_are_quoted():
     assert ('ExecStart="/home/pi/lava lamp/.venv/bin/lavalamp" run --config /home/pi/100%%/config.yaml'
             in lines)
     assert 'ReadOnlyPaths="/home/pi/lava lamp/.venv" /home/pi/100%%' in lines
+    dollar = render_unit(UnitPaths(venv=Path("/opt/a$b"), config=Path("/etc/c.yaml"))).splitlines()
+    assert "ExecStart=/opt/a$$b/bin/lavalamp run --config /etc/c.yaml" in dollar
+    assert "ReadOnlyPaths=/opt/a$b /etc" in dollar
 
 
 @pytest.mark.parametrize("home, expected", [("/root/.pyenv/versions/3.11.7/bin", "/root/.pyenv/versions/3.11.7"),
@@ -117,6 +120,8 @@ def test_dry_run_takes_the_model_from_the_config(tmp_path, config, capsys):
     assert run("install-service", "--dry-run", "--config", str(config)) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith(f"ReadOnlyPaths={VENV} {config.parent} {tmp_path}/lamps") for line in lines)
+    # Not on the command line: after editing model.path, a reload follows the config.
+    assert f"ExecStart={VENV}/bin/lavalamp run --config {config}" in lines
 
 
 def test_install_writes_the_unit_then_reloads_and_enables(tmp_path, config, fake_systemctl, capsys):
