@@ -39,6 +39,8 @@ display:
 buffer:
   depth_frames: 16
   batch_frames: 4
+schedule:
+  watch_model_s: 1
 logging:
   level: INFO
 """
@@ -160,10 +162,13 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def metric(text: str, name: str) -> float:
-    m = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
-    assert m, f"{name} not in the scrape"
-    return float(m.group(1))
+def metric(text: str, name: str, label: str = "") -> float:
+    """The value of the first sample of `name` (whose labels include `label`, e.g. 'result="loaded"')."""
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if not line.startswith("#") and series.split("{")[0] == name and label in series:
+            return float(value)
+    raise AssertionError(f"{name} {label} not in the scrape")
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +263,19 @@ def test_reload_applies_the_new_config_in_the_same_process(container):
     container.wait_for("the reloaded display.fps in the metrics", lambda: metric(
         container.metrics(), "lavalamp_display_target_frames_per_second") == 12.0)
     assert container.show("MainPID", "ActiveState") == {"MainPID": pid, "ActiveState": "active"}
+
+
+def test_a_checkpoint_copied_in_atomically_is_swapped_in(container):
+    """The model folder is a read-only bind mount in the service: a rename by the admin shows."""
+    pid = container.show("MainPID")["MainPID"]
+    new = container.etc / ".lamp.safetensors.new"
+    save_lamp(make_lamp(seed=1, name="second-lamp"), new)
+    new.chmod(0o644)
+    new.replace(container.etc / "lamp.safetensors")
+    container.wait_for("the new lamp in lavalamp_model_info", lambda: re.search(
+        r'^lavalamp_model_info\{[^}]*name="second-lamp"', container.metrics(), re.M))
+    assert metric(container.metrics(), "lavalamp_model_swaps_total", 'result="loaded"') >= 1
+    assert container.show("MainPID")["MainPID"] == pid
 
 
 def test_hung_producer_is_killed_by_the_watchdog_and_restarted(container):
