@@ -51,7 +51,13 @@ class DisplayConfig:
     scaling: str = opt("fit", "fit = letterbox keeping the lamp's aspect, fill = crop to fill, "
                        "stretch = ignore aspect", choices=("fit", "fill", "stretch"))
     smooth: bool = opt(True, "smooth (bilinear) scaling instead of nearest-neighbour")
-    vsync: bool = opt(True, "wait for the monitor's vertical sync when flipping")
+    vsync: bool = opt(True, "wait for the monitor's vertical sync when flipping (accelerated "
+                      "framebuffer only)")
+    framebuffer: str = opt("auto", "how the window reaches the screen: software = shared-memory "
+                           "copy (cheapest on X11 and Wayland, above all without a GPU), "
+                           "accelerated = through SDL's OpenGL renderer (kmsdrm needs it), "
+                           "auto = software on x11/wayland, accelerated elsewhere",
+                           choices=("auto", "software", "accelerated"))
     fps: float = opt(60.0, "display refresh cap in frames per second", range=(1, 240))
     speed: float = opt(1.0, "lamp speed relative to the real lamp (1 = real time)",
                        range=(0.05, 20.0))

@@ -12,6 +12,8 @@ from .config import DisplayConfig
 log = logging.getLogger(__name__)
 
 WINDOW_SIZE = 720  # side of the window when windowed with width/height 0
+SOFTWARE_DRIVERS = ("x11", "wayland")  # SDL drivers with a cheap native shared-memory framebuffer
+FRAMEBUFFER_HINT = "SDL_FRAMEBUFFER_ACCELERATION"
 REOPEN_TRIES = 3
 
 
@@ -78,14 +80,13 @@ class HeadlessRenderer:
 
 
 class PygameRenderer:
-    """Fullscreen or windowed pygame output; scaled generated frames are cached and cross-faded."""
+    """Fullscreen or windowed pygame output, letterboxed, cropped or stretched."""
 
     def __init__(self, *, config: DisplayConfig, frame_size: int,
                  title: str = "neural lavalamp") -> None:
         self.config = config
         self.frame_size = frame_size
         self.title = title
-        self._cache: dict[tuple[int, float], object] = {}
         self._dirty = True
         self.screen = None
 
@@ -108,8 +109,9 @@ class PygameRenderer:
     def apply(self, config: DisplayConfig) -> None:
         """Take a new display config, re-setting the mode in the same window if it matters."""
         old, self.config = self.config, config
-        if (old.fullscreen, old.display, old.width, old.height, old.vsync) != \
-                (config.fullscreen, config.display, config.width, config.height, config.vsync):
+        if (old.fullscreen, old.display, old.width, old.height, old.vsync, old.framebuffer) != \
+                (config.fullscreen, config.display, config.width, config.height, config.vsync,
+                 config.framebuffer):
             self._set_mode()
         else:
             self._relayout()
@@ -126,23 +128,43 @@ class PygameRenderer:
         sizes = pygame.display.get_desktop_sizes()
         return sizes[min(c.display, len(sizes) - 1)] if sizes else (0, 0)
 
+    def _choose_framebuffer(self) -> None:
+        """SDL's framebuffer hint from display.framebuffer, unless the environment already sets it.
+
+        Under Xvfb, SDL's default OpenGL framebuffer runs on llvmpipe and costs 6x the CPU of the
+        shared-memory path (measured: 19 ms vs 3 ms per 1920x1080 frame).
+        """
+        import pygame
+
+        choice = self.config.framebuffer
+        if choice == "auto":
+            choice = "software" if pygame.display.get_driver() in SOFTWARE_DRIVERS else "accelerated"
+        if FRAMEBUFFER_HINT not in os.environ or getattr(self, "_hint_set", False):
+            os.environ[FRAMEBUFFER_HINT] = "0" if choice == "software" else "1"
+            self._hint_set = True
+        self._accelerated = os.environ[FRAMEBUFFER_HINT] != "0"
+
     def _set_mode(self) -> None:
         import pygame
 
         c = self.config
+        self._choose_framebuffer()
         flags = pygame.FULLSCREEN if c.fullscreen else pygame.RESIZABLE
         display = min(c.display, max(pygame.display.get_num_displays() - 1, 0))
+        vsync = c.vsync and self._accelerated  # pygame's vsync always goes through OpenGL
         try:
             self.screen = pygame.display.set_mode(self._size(), flags, display=display,
-                                                  vsync=int(c.vsync))
+                                                  vsync=int(vsync))
         except pygame.error as exc:
-            if not c.vsync:
+            if not vsync:
                 raise
             log.info("vsync not available here (%s): using the fps cap alone", exc)
             self.screen = pygame.display.set_mode(self._size(), flags, display=display)
         self._set_cursor()
-        log.info("display %dx%d %s on display %d", *self.screen.get_size(),
-                 "fullscreen" if c.fullscreen else "windowed", display)
+        log.info("display %dx%d %s on display %d (%s, %s framebuffer, %s)",
+                 *self.screen.get_size(), "fullscreen" if c.fullscreen else "windowed", display,
+                 pygame.display.get_driver(), "accelerated" if self._accelerated else "software",
+                 "vsync" if vsync else f"paced at {c.fps:g} fps")
         self._relayout()
 
     def _set_cursor(self) -> None:
@@ -152,7 +174,6 @@ class PygameRenderer:
 
     def _relayout(self) -> None:
         self._crop, self._dest = layout(self.screen.get_size(), self.frame_size, self.config.scaling)
-        self._cache.clear()
         self._dirty = True
 
     def events(self) -> list[str]:
@@ -185,41 +206,25 @@ class PygameRenderer:
         self.config = dataclasses.replace(self.config, fullscreen=not self.config.fullscreen)
         self._set_mode()
 
-    def _scaled(self, frame: np.ndarray, seq: int, brightness: float):
-        import pygame
-
-        key = (seq, brightness)
-        surface = self._cache.get(key)
-        if surface is None:
-            if brightness < 1.0:
-                frame = blend(frame, None, 0.0, brightness)
-            h, w = frame.shape[:2]
-            source = pygame.image.frombuffer(np.ascontiguousarray(frame), (w, h), "RGB")
-            source = source.subsurface(self._crop).convert()  # same format as the screen
-            scale = pygame.transform.smoothscale if self.config.smooth else pygame.transform.scale
-            surface = scale(source, self._dest[2:])
-            if len(self._cache) >= 3:
-                del self._cache[min(self._cache)]
-            self._cache[key] = surface
-        return surface
-
     def draw(self, a: np.ndarray, a_seq: int, b: np.ndarray | None, b_seq: int, weight: float,
              brightness: float) -> None:
-        """Show frame a cross-faded toward b by `weight`, at `brightness`."""
+        """Show frame a cross-faded toward b by `weight`, at `brightness`.
+
+        The fade and the dimming are done at the lamp's resolution; the result is scaled straight
+        into the screen: one pass over the screen's pixels per displayed frame.
+        """
         import pygame
 
+        frame = np.ascontiguousarray(blend(a, b, weight, brightness))
         try:
             if self._dirty:
                 self.screen.fill((0, 0, 0))
                 self._dirty = False
-            base = self._scaled(a, a_seq, brightness)
-            base.set_alpha(None)
-            self.screen.blit(base, self._dest[:2])
-            alpha = round(weight * 255)
-            if b is not None and alpha > 0:
-                top = self._scaled(b, b_seq, brightness)
-                top.set_alpha(alpha)
-                self.screen.blit(top, self._dest[:2])
+            h, w = frame.shape[:2]
+            source = pygame.image.frombuffer(frame, (w, h), "RGB").subsurface(self._crop)
+            source = source.convert()  # the screen's pixel format: smoothscale needs the same
+            scale = pygame.transform.smoothscale if self.config.smooth else pygame.transform.scale
+            scale(source, self._dest[2:], self.screen.subsurface(self._dest))
             pygame.display.flip()
         except pygame.error as exc:
             self._reopen(exc)

@@ -56,13 +56,13 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def agree_to_stop(world: World, stop: bool) -> bool:
-    """True when rank 0 says stop, so every process leaves a loop at the same step."""
+def rank0_decides(world: World, *flags: bool) -> tuple[bool, ...]:
+    """Rank 0's values of some flags, so every process takes the same branch at the same step."""
     if not world.distributed:
-        return stop
-    flag = torch.tensor([1.0 if stop else 0.0], device=world.device)
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())
+        return flags
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=world.device)
+    dist.broadcast(t, src=0)
+    return tuple(bool(v) for v in t.tolist())
 
 
 def mean_across(world: World, value: float) -> float:

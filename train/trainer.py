@@ -26,14 +26,13 @@ from lavalamp.models.vae import VAE, VAEConfig
 from lavalamp.models.video import write_video
 
 from .footage import Footage
-from .distributed import World, agree_to_stop, barrier, mean_across
+from .distributed import World, barrier, mean_across, rank0_decides
 from .losses import RNNLoss, VAELoss
 from .runlog import LossLog, Progress, contact_sheet
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
-SAVE_EVERY_S = 60.0
 START_CONTEXTS = 64
 START_CONTEXT_STEPS = 8
 STAGE_SEEDS = {"vae": 1, "rnn": 2}
@@ -93,6 +92,8 @@ class TrainConfig:
     """Seed of every random choice; the same seed and data reproduce the run."""
     name: str = "lamp"
     """Name stored in the checkpoint and shown in metrics."""
+    checkpoint_every_s: float = 60.0
+    """Seconds between resumable state saves (a crash loses at most this much training)."""
 
     def __post_init__(self) -> None:
         VAEConfig(frame_size=self.frame_size, latent_size=self.latent_size)
@@ -208,7 +209,15 @@ def optimize(run: Run, stage: str, model: nn.Module, loss_module: nn.Module,
     progress = Progress(stage, enabled=run.progress and run.world.main)
     started, last_save, running = time.monotonic() - elapsed, time.monotonic(), {}
     model.train()
-    while not agree_to_stop(run.world, budget.fraction(step, elapsed) >= 1.0):
+    while True:
+        stop, save = rank0_decides(run.world, budget.fraction(step, elapsed) >= 1.0,
+                                   time.monotonic() - last_save > run.config.checkpoint_every_s)
+        if stop:
+            break
+        if save:
+            summary = _checkpoint_stage(run, folder, model, optimizer, rng, step, elapsed, losses,
+                                        validate, done=False)
+            last_save = time.monotonic()
         for group in optimizer.param_groups:
             group["lr"] = lr * budget.lr_scale(step, elapsed)
         loss, parts = trainer(batch(rng).to(run.device))
@@ -223,10 +232,6 @@ def optimize(run: Run, stage: str, model: nn.Module, loss_module: nn.Module,
                         f"step {step} " + " ".join(f"{k} {v:.4g}" for k, v in running.items()))
         if step % 100 == 0:
             losses.add({"step": step, **{f"train_{k}": v for k, v in running.items()}})
-        if time.monotonic() - last_save > SAVE_EVERY_S:
-            summary = _checkpoint_stage(run, folder, model, optimizer, rng, step, elapsed, losses,
-                                        validate, done=False)
-            last_save = time.monotonic()
     progress.close()
     model.eval()
     summary = _checkpoint_stage(run, folder, model, optimizer, rng, step, elapsed, losses,

@@ -1,0 +1,125 @@
+"""`lavalamp train` end to end on tiny data: artefacts, reproducibility, kill -9 and resume, DDP."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lavalamp.models.checkpoint import load_lamp
+
+TINY = ["--steps", "6", "--base-channels", "4", "--latent-size", "6", "--hidden-size", "8",
+        "--mixtures", "2", "--window", "6", "--warmup", "2", "--rollout", "3", "--frame-step", "2",
+        "--vae-batch", "4", "--rnn-batch", "4", "--no-progress", "--device", "cpu", "--threads", "1"]
+
+
+def moving_blob_clip(n: int, seed: int) -> np.ndarray:
+    """A bright disc drifting over a dark background: tiny footage with real motion."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:64, :64]
+    frames = np.zeros((n, 64, 64, 3), np.uint8)
+    x, y = rng.uniform(20, 44, size=2)
+    for t in range(n):
+        x, y = x + np.sin(t / 7) * 0.8, y + np.cos(t / 9) * 0.8
+        disc = ((xx - x) ** 2 + (yy - y) ** 2 < 64)
+        frames[t, disc] = (250, 120, 40)
+        frames[t, ~disc] = (40, 10, 60)
+    return frames
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tmp_path / "clip.npz"
+    np.savez(path, frames=moving_blob_clip(60, 0), fps=30.0)
+    return path
+
+
+def train(*args, check=True, **kw):
+    cmd = [sys.executable, "-m", "lavalamp.daemon", "train", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_train_writes_a_loadable_lamp_and_a_run_folder(tmp_path, clip):
+    run = tmp_path / "run"
+    train(str(clip), "--run-dir", str(run), "--out", str(tmp_path / "lamp.safetensors"), *TINY)
+    lamp = load_lamp(tmp_path / "lamp.safetensors")
+    assert lamp.frame_size == 64 and lamp.latent_size == 6 and lamp.data.fps == 30.0
+    assert lamp.data.frame_step == 2 and lamp.data.lamp_fps == 15.0
+    assert "clip.npz" in lamp.data.description
+    assert lamp.training["stages"]["vae"]["step"] == 6
+    for stage in ("vae", "rnn"):
+        for name in ("losses.csv", "losses.png", "samples.png", "dream.gif", "state.pt"):
+            assert (run / stage / name).stat().st_size > 0, f"{stage}/{name}"
+    assert (run / "settings.json").exists() and (run / "latents.npz").exists()
+
+
+def test_same_seed_same_lamp(tmp_path, clip):
+    for name in ("a", "b"):
+        train(str(clip), "--run-dir", str(tmp_path / name), "--seed", "3", *TINY)
+    a, b = (load_lamp(tmp_path / n / "lamp.safetensors") for n in ("a", "b"))
+    for x, y in zip(a.decoder.state_dict().values(), b.decoder.state_dict().values()):
+        assert torch.equal(x, y)
+    for x, y in zip(a.rnn.state_dict().values(), b.rnn.state_dict().values()):
+        assert torch.equal(x, y)
+
+
+def test_kill_9_then_resume_finishes_the_run(tmp_path, clip):
+    run = tmp_path / "run"
+    args = [str(clip), "--run-dir", str(run), *TINY[2:], "--steps", "400000",
+            "--checkpoint-every-s", "0.2"]
+    proc = subprocess.Popen([sys.executable, "-m", "lavalamp.daemon", "train", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run / "vae" / "state.pt"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert state.exists(), "no resumable state was written"
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(state, weights_only=True)
+    assert 0 < saved["step"] < 400000 and not saved["done"]
+    # finish with a small budget: resume keeps the run's settings but takes a new budget
+    train("--run-dir", str(run), "--resume", "--steps", str(saved["step"] + 5), "--no-progress")
+    lamp = load_lamp(run / "lamp.safetensors")
+    assert lamp.training["stages"]["vae"]["step"] == saved["step"] + 5
+    steps = [float(line.split(",")[0]) for line in (run / "vae" / "losses.csv").read_text().splitlines()[1:]]
+    assert steps == sorted(steps), "resumed loss log went back in time"
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "no footage"),
+    (["--window", "400"], "too short"),
+])
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, clip, args, message):
+    run = tmp_path / "run"
+    result = train(*([str(clip)] if args else []), "--run-dir", str(run), *TINY, *args, check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not run.exists()
+
+
+def test_an_existing_run_needs_resume(tmp_path, clip):
+    run = tmp_path / "run"
+    train(str(clip), "--run-dir", str(run), *TINY)
+    result = train(str(clip), "--run-dir", str(run), *TINY, check=False)
+    assert result.returncode == 2 and "--resume" in result.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_trains_on_two_cpu_processes(tmp_path, clip):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "--no-python", "lavalamp", "train", str(clip), "--run-dir", str(run), *TINY]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lamp = load_lamp(run / "lamp.safetensors")
+    assert lamp.training["processes"] == 2
