@@ -80,14 +80,13 @@ class HeadlessRenderer:
 
 
 class PygameRenderer:
-    """Fullscreen or windowed pygame output; scaled generated frames are cached and cross-faded."""
+    """Fullscreen or windowed pygame output, letterboxed, cropped or stretched."""
 
     def __init__(self, *, config: DisplayConfig, frame_size: int,
                  title: str = "neural lavalamp") -> None:
         self.config = config
         self.frame_size = frame_size
         self.title = title
-        self._cache: dict[tuple[int, float], object] = {}
         self._dirty = True
         self.screen = None
 
@@ -175,7 +174,6 @@ class PygameRenderer:
 
     def _relayout(self) -> None:
         self._crop, self._dest = layout(self.screen.get_size(), self.frame_size, self.config.scaling)
-        self._cache.clear()
         self._dirty = True
 
     def events(self) -> list[str]:
@@ -208,41 +206,25 @@ class PygameRenderer:
         self.config = dataclasses.replace(self.config, fullscreen=not self.config.fullscreen)
         self._set_mode()
 
-    def _scaled(self, frame: np.ndarray, seq: int, brightness: float):
-        import pygame
-
-        key = (seq, brightness)
-        surface = self._cache.get(key)
-        if surface is None:
-            if brightness < 1.0:
-                frame = blend(frame, None, 0.0, brightness)
-            h, w = frame.shape[:2]
-            source = pygame.image.frombuffer(np.ascontiguousarray(frame), (w, h), "RGB")
-            source = source.subsurface(self._crop).convert()  # same format as the screen
-            scale = pygame.transform.smoothscale if self.config.smooth else pygame.transform.scale
-            surface = scale(source, self._dest[2:])
-            if len(self._cache) >= 3:
-                del self._cache[min(self._cache)]
-            self._cache[key] = surface
-        return surface
-
     def draw(self, a: np.ndarray, a_seq: int, b: np.ndarray | None, b_seq: int, weight: float,
              brightness: float) -> None:
-        """Show frame a cross-faded toward b by `weight`, at `brightness`."""
+        """Show frame a cross-faded toward b by `weight`, at `brightness`.
+
+        The fade and the dimming are done at the lamp's resolution; the result is scaled straight
+        into the screen: one pass over the screen's pixels per displayed frame.
+        """
         import pygame
 
+        frame = np.ascontiguousarray(blend(a, b, weight, brightness))
         try:
             if self._dirty:
                 self.screen.fill((0, 0, 0))
                 self._dirty = False
-            base = self._scaled(a, a_seq, brightness)
-            base.set_alpha(None)
-            self.screen.blit(base, self._dest[:2])
-            alpha = round(weight * 255)
-            if b is not None and alpha > 0:
-                top = self._scaled(b, b_seq, brightness)
-                top.set_alpha(alpha)
-                self.screen.blit(top, self._dest[:2])
+            h, w = frame.shape[:2]
+            source = pygame.image.frombuffer(frame, (w, h), "RGB").subsurface(self._crop)
+            source = source.convert()  # the screen's pixel format: smoothscale needs the same
+            scale = pygame.transform.smoothscale if self.config.smooth else pygame.transform.scale
+            scale(source, self._dest[2:], self.screen.subsurface(self._dest))
             pygame.display.flip()
         except pygame.error as exc:
             self._reopen(exc)

@@ -82,9 +82,10 @@ class Schedule:
                                               else None)
         self.configure(config)
 
-    def configure(self, config: ScheduleConfig) -> None:
+    def configure(self, config: ScheduleConfig, model_path: Path | None = None) -> None:
         """(Re)build every job from `config` and set the flags to what the schedule says now."""
         self.config = config
+        self._model_path = model_path or self._model_path
         tz = config.timezone
         triggers = {name: cron(getattr(config, name), tz) if getattr(config, name) else None
                     for name in ("display_on", "display_off", "dim", "undim", "reseed")}

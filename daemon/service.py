@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -63,7 +64,20 @@ def run_command(args: argparse.Namespace) -> int:
     setup_logging(config.logging.level)
     daemon = Daemon(config=config, config_path=args.config, model_path=args.model,
                     headless=args.headless, windowed=args.windowed, max_frames=args.max_frames)
-    return daemon.run()
+    exit_now(daemon.run())
+
+
+def exit_now(code: int) -> None:
+    """End the process once everything is stopped and the log is flushed.
+
+    The interpreter's own teardown of torch takes about a second (more on a busy machine) and
+    would eat most of the 2 s a SIGTERM may take; nothing is left for it to do. In-process
+    callers use `Daemon.run`, which returns.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def process_age() -> float:
@@ -100,6 +114,23 @@ def dump_stacks() -> None:
     for ident, frame in sys._current_frames().items():
         stack = "".join(traceback.format_stack(frame))
         log.warning("stack of thread %s (%s):\n%s", names.get(ident, "?"), ident, stack)
+
+
+@dataclass
+class LoopState:
+    """What the frame loop keeps from one frame to the next."""
+
+    watchdog_s: float | None
+    clock: DisplayClock | None = None
+    displayed: int = 0
+    ready: bool = False
+    paused: bool = False
+    in_underrun: bool = False
+    fps: float = 0.0
+    last_shown: float = 0.0
+    next_tick: float = 0.0
+    next_status: float = 0.0
+    next_watchdog: float = 0.0
 
 
 class Daemon:
@@ -227,110 +258,137 @@ class Daemon:
         setup_logging(new.logging.level)
         self.renderer.apply(self.display_config(new))
         self.source.request_guard(new.guard)
-        self.schedule.configure(new.schedule)
+        self.schedule.configure(new.schedule, self.model_path())
         self._reload_model()
         log.info("config reloaded from %s", self.config_path or "built-in defaults")
 
     def _frame_loop(self) -> int:
         """Show frames until a stop signal, a quit key, --max-frames or a fatal failure."""
-        m, c = self.metrics, self.config
-        m.up.set(1)
-        m.display_target_fps.set(c.display.fps)
-        clock: DisplayClock | None = None
-        watchdog_s = notify.watchdog_interval()
-        displayed, ready, paused, in_underrun = 0, False, False, False
-        last_shown = next_status = next_watchdog = next_tick = time.monotonic()
-        fps = 0.0
+        self.metrics.up.set(1)
+        self.metrics.display_target_fps.set(self.config.display.fps)
+        st = LoopState(watchdog_s=notify.watchdog_interval())
         while True:
-            if self._stop_reason:
-                log.info("%s received", self._stop_reason)
-                return EXIT_OK
-            if self.producer.failed.is_set():
-                log.critical("stopping with a failure: %s", self.producer.failure)
-                return EXIT_FAILURE
-            if self._reload:
-                self._reload_config()
-                c = self.config
-                m.display_target_fps.set(c.display.fps)
-                if clock is not None:
-                    clock.set_speed(time.monotonic(), c.display.speed)
-            for command in self.renderer.events():
-                if command == "quit":
-                    log.info("quit from the keyboard or window")
-                    return EXIT_OK
-                if command == "fullscreen":
-                    self.renderer.toggle_fullscreen()
-                elif command == "reseed":
-                    self.source.request_reseed("manual")
-                elif command == "pause":
-                    paused = not paused
-                    log.info("paused" if paused else "resumed")
+            code = self._exit_code() if not self._reload else self._apply_reload(st)
+            code = self._handle_events(st) if code is None else code
+            if code is not None:
+                return code
             now = time.monotonic()
-            on = self.schedule.display_on
-            m.display_scheduled_on.set(int(on))
-            m.display_on.set(int(on))
-            m.brightness.set(self.schedule.brightness if on else 0.0)
-            self.producer.pause(not on)
-            m.heartbeat_age.set(self.producer.heartbeat_age())
-            m.ring_frames.set(len(self.ring))
-            if ready and now >= next_watchdog and watchdog_s:
-                next_watchdog = now + watchdog_s
-                self._watchdog()
-            if ready and now >= next_status:
-                next_status = now + STATUS_EVERY_S
-                self._status(fps, on)
-            if clock is not None:
-                if not on or paused:
-                    clock.pause(now)
-                else:
-                    clock.resume(now)
+            on = self._publish_state(st, now)
             if not on:
                 self.renderer.blank()
+                self._mark_ready(st)  # a blank screen is what this hour should show
                 time.sleep(OFF_POLL_S)
                 continue
-            if clock is None:
+            if st.clock is None:
                 if not self.ring.wait_for_frames(2, OFF_POLL_S):
                     continue
                 now = time.monotonic()
-                clock = DisplayClock(lamp_fps=self.source.lamp.data.lamp_fps, speed=c.display.speed,
-                                     now=now, position=self.ring.first_seq)
-            elif paused and ready:
+                st.clock = DisplayClock(lamp_fps=self.source.lamp.data.lamp_fps,
+                                        speed=self.config.display.speed, now=now,
+                                        position=self.ring.first_seq)
+            elif st.paused and st.ready:
                 time.sleep(OFF_POLL_S)
                 continue
-            index, weight = clock.frame(now)
-            newest = self.ring.end_seq - 1
-            if index > newest or (index == newest and weight > 0):
-                clock.hold(now, newest)
-                index, weight = newest, 0.0
-                if not in_underrun:
-                    m.underruns.inc()
-                    log.debug("ring buffer underrun at frame %d", newest)
-                in_underrun = True
-            else:
-                in_underrun = False
-            self.ring.release_before(index)
-            b = self.ring.get(index + 1) if weight > 0 else None
-            self.renderer.draw(self.ring.get(index), index, b, index + 1, weight,
-                               self.schedule.brightness)
-            displayed += 1
-            shown = time.monotonic()
-            m.frames_displayed.inc()
-            if displayed > 1:
-                m.frame_seconds.observe(shown - last_shown)
-                fps += FPS_SMOOTHING * (1.0 / max(shown - last_shown, 1e-6) - fps)
-                m.display_fps.set(fps)
-            last_shown = shown
-            if not ready:
-                ready = True
-                notify.notify("READY=1")
-                log.info("first frame on screen %.2f s after the process started", process_age())
-            if self.max_frames is not None and displayed >= self.max_frames:
-                log.info("%d frames displayed: done", displayed)
+            self._show(st, now)
+            if self.max_frames is not None and st.displayed >= self.max_frames:
+                log.info("%d frames displayed: done", st.displayed)
                 return EXIT_OK
-            next_tick = max(next_tick + 1.0 / c.display.fps, shown - 1.0 / c.display.fps)
-            delay = next_tick - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            self._pace(st)
+
+    def _exit_code(self) -> int | None:
+        if self._stop_reason:
+            log.info("%s received", self._stop_reason)
+            return EXIT_OK
+        if self.producer.failed.is_set():
+            log.critical("stopping with a failure: %s", self.producer.failure)
+            return EXIT_FAILURE
+        return None
+
+    def _apply_reload(self, st: "LoopState") -> None:
+        self._reload_config()
+        self.metrics.display_target_fps.set(self.config.display.fps)
+        if st.clock is not None:
+            st.clock.set_speed(time.monotonic(), self.config.display.speed)
+
+    def _handle_events(self, st: "LoopState") -> int | None:
+        """Keys and window events; EXIT_OK on quit."""
+        for command in self.renderer.events():
+            if command == "quit":
+                log.info("quit from the keyboard or window")
+                return EXIT_OK
+            if command == "fullscreen":
+                self.renderer.toggle_fullscreen()
+            elif command == "reseed":
+                self.source.request_reseed("manual")
+            elif command == "pause":
+                st.paused = not st.paused
+                log.info("paused" if st.paused else "resumed")
+        return None
+
+    def _publish_state(self, st: "LoopState", now: float) -> bool:
+        """Metrics, watchdog, status, producer pause and clock pause; whether the display is on."""
+        m, on = self.metrics, self.schedule.display_on
+        m.display_scheduled_on.set(int(on))
+        m.display_on.set(int(on))
+        m.brightness.set(self.schedule.brightness if on else 0.0)
+        m.heartbeat_age.set(self.producer.heartbeat_age())
+        m.ring_frames.set(len(self.ring))
+        self.producer.pause(not on)
+        if st.ready and st.watchdog_s and now >= st.next_watchdog:
+            st.next_watchdog = now + st.watchdog_s
+            self._watchdog()
+        if st.ready and now >= st.next_status:
+            st.next_status = now + STATUS_EVERY_S
+            self._status(st.fps, on)
+        if st.clock is not None:
+            if not on or st.paused:
+                st.clock.pause(now)
+            else:
+                st.clock.resume(now)
+        return on
+
+    def _show(self, st: "LoopState", now: float) -> None:
+        """Draw the frame the clock says, cross-faded toward the next; hold on an underrun."""
+        index, weight = st.clock.frame(now)
+        newest = self.ring.end_seq - 1
+        underrun = index > newest or (index == newest and weight > 0)
+        if underrun:
+            st.clock.hold(now, newest)
+            index, weight = newest, 0.0
+            if not st.in_underrun:
+                self.metrics.underruns.inc()
+                log.debug("ring buffer underrun at frame %d", newest)
+        st.in_underrun = underrun
+        self.ring.release_before(index)
+        b = self.ring.get(index + 1) if weight > 0 else None
+        self.renderer.draw(self.ring.get(index), index, b, index + 1, weight,
+                           self.schedule.brightness)
+        shown = time.monotonic()
+        st.displayed += 1
+        self.metrics.frames_displayed.inc()
+        if st.displayed > 1:
+            interval = shown - st.last_shown
+            self.metrics.frame_seconds.observe(interval)
+            st.fps += FPS_SMOOTHING * (1.0 / max(interval, 1e-6) - st.fps)
+            self.metrics.display_fps.set(st.fps)
+        st.last_shown = shown
+        self._mark_ready(st)
+
+    def _mark_ready(self, st: "LoopState") -> None:
+        if not st.ready:
+            st.ready = True
+            st.next_watchdog = st.next_status = time.monotonic()
+            notify.notify("READY=1")
+            log.info("first frame on screen %.2f s after the process started (%.2f s of CPU)",
+                     process_age(), time.process_time())
+
+    def _pace(self, st: "LoopState") -> None:
+        """Sleep until the next display tick (the fps cap); never try to catch up a backlog."""
+        period = 1.0 / self.config.display.fps
+        st.next_tick = max(st.next_tick + period, st.last_shown - period)
+        delay = st.next_tick - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
 
     def _watchdog(self) -> None:
         age = self.producer.heartbeat_age()

@@ -38,9 +38,12 @@ def test_max_frames_shows_exactly_n_frames_then_exits_0(tmp_path, lamp_path):
     assert d.renderer.last_frame.shape == (64, 64, 3) and d.renderer.last_frame.std() > 1
 
 
-def test_the_display_is_blanked_and_generation_paused_by_the_schedule(tmp_path, lamp_path):
+def test_the_display_is_blanked_and_generation_paused_by_the_schedule(tmp_path, lamp_path,
+                                                                     monkeypatch):
     off_now = {"schedule": {"display_off": "* * * * *", "display_on": "0 0 1 1 *"}}
     d, registry = daemon(tmp_path, lamp_path, off_now)
+    server = NotifySocket(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", server.path)
 
     def watch():
         blanked = wait_until(lambda: getattr(d, "renderer", None) is not None and d.renderer.blanked)
@@ -56,6 +59,9 @@ def test_the_display_is_blanked_and_generation_paused_by_the_schedule(tmp_path, 
     assert watch.ok
     assert metric(registry, "lavalamp_frames_displayed_total") == 0
     assert watch.generated <= 8  # at most the batch in flight when the schedule paused it
+    messages = server.drain(0.2)
+    server.close()
+    assert messages[0] == "READY=1" and messages[-1] == "STOPPING=1"  # or systemd would time out
 
 
 def test_a_new_checkpoint_is_hot_swapped_and_a_broken_one_refused(tmp_path, lamp_path):
