@@ -47,6 +47,10 @@ logging:
 # The test's only change to the unit as installed: the container has no screen, so SDL draws nowhere.
 HEADLESS_DROPIN = "[Service]\nEnvironment=SDL_VIDEODRIVER=dummy\n"
 FAULT_DROPIN = "[Service]\nEnvironment=LAVALAMP_FAULT=hang-producer:3\n"
+# DynamicUser= implies PrivateTmp=, which hides a checkout under /tmp from the service (CI may clone
+# there): the container also gets the checkout at STAGED, and the service binds it back in place.
+STAGED = "/srv/lavalamp-checkout"
+TMP_PREFIXES = ("/tmp/", "/var/tmp/")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -150,6 +154,23 @@ class Container:
                 self.nspawn.wait()
 
 
+def hidden_from_service() -> list[Path]:
+    """The checkout and venv folders that the service's private /tmp would hide."""
+    paths = [REPO] + ([] if VENV.is_relative_to(REPO) else [VENV])
+    return [p for p in paths if str(p).startswith(TMP_PREFIXES)]
+
+
+def service_binds() -> str:
+    """systemd's BindReadOnlyPaths= value putting hidden folders back where the venv expects them."""
+    return " ".join(f"{STAGED}{i}:{path}" for i, path in enumerate(hidden_from_service()))
+
+
+def headless_dropin() -> str:
+    """The test's drop-in: no screen in the container, and the checkout visible under /tmp."""
+    binds = service_binds()
+    return HEADLESS_DROPIN + (f"BindReadOnlyPaths={binds}\n" if binds else "")
+
+
 def descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
@@ -176,9 +197,6 @@ def container(tmp_path_factory):
         unavailable("systemd-nspawn needs root")
     for tool in ("systemd-nspawn", "debootstrap", "nsenter"):
         require_tool(tool)
-    if any(str(p).startswith(("/tmp/", "/var/tmp/")) for p in (REPO, VENV)):
-        # DynamicUser= implies PrivateTmp=: the service would not see a checkout under /tmp.
-        unavailable(f"the checkout and its venv must not live under /tmp for this test ({REPO})")
     started = time.monotonic()
     root = cached_root()
     built = time.monotonic()
@@ -191,6 +209,7 @@ def container(tmp_path_factory):
     binds = [str(REPO), f"{etc}:/etc/lavalamp"]
     if not VENV.is_relative_to(REPO):
         binds.append(str(VENV))
+    binds += [f"{path}:{STAGED}{i}" for i, path in enumerate(hidden_from_service())]
     python = venv_interpreter(VENV)
     if python:
         binds.append(str(python))
@@ -214,7 +233,7 @@ def test_installed_unit_reaches_ready_as_an_unprivileged_user(container):
     container.sh(f"{LAMP} install-service --config /etc/lavalamp/config.yaml "
                  f"--model /etc/lavalamp/lamp.safetensors --watchdog-s {WATCHDOG_S}")
     container.sh("mkdir -p /etc/systemd/system/lavalamp.service.d && "
-                 f"printf '{HEADLESS_DROPIN}' > /etc/systemd/system/lavalamp.service.d/headless.conf && "
+                 f"printf '{headless_dropin()}' > /etc/systemd/system/lavalamp.service.d/headless.conf && "
                  "systemctl daemon-reload")
     assert container.sh("systemctl is-enabled lavalamp.service").strip() == "enabled"
     # Type=notify: `start` returns once the daemon has sent READY=1 (first frame shown).
@@ -242,6 +261,8 @@ def test_memory_deny_write_execute_would_break_the_lamp(container, deny, works):
     (container.etc / "no-metrics.yaml").chmod(0o644)
     result = container.sh(
         f"systemd-run --quiet --wait --pipe -p DynamicUser=yes -p MemoryDenyWriteExecute={deny} "
+        + (f"-p 'BindReadOnlyPaths={service_binds()}' " if service_binds() else "") +
+        f"
         f"-E SDL_VIDEODRIVER=dummy {LAMP} run --headless --max-frames 3 "
         "--config /etc/lavalamp/no-metrics.yaml --model /etc/lavalamp/lamp.safetensors 2>&1; "
         "echo exit=$?", timeout=180)
