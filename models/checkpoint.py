@@ -175,16 +175,8 @@ def _build_lamp(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Lam
     if decoder_config.latent_size != rnn_config.latent_size:
         raise LampLoadError(f"decoder latent size {decoder_config.latent_size} and latent RNN "
                             f"latent size {rnn_config.latent_size} disagree")
-    decoder = ConvDecoder(frame_size=decoder_config.frame_size, latent_size=decoder_config.latent_size,
-                          base_channels=decoder_config.base_channels,
-                          max_channels=decoder_config.max_channels, sphere=decoder_config.sphere)
-    rnn = LatentRNN(rnn_config)
-    encoder = None
-    if header.get("has_encoder"):
-        encoder = ConvEncoder(frame_size=decoder_config.frame_size,
-                              base_channels=decoder_config.base_channels,
-                              max_channels=decoder_config.max_channels,
-                              out_features=2 * decoder_config.latent_size)
+    decoder, rnn = decoder_config.decoder(), LatentRNN(rnn_config)
+    encoder = decoder_config.encoder(2 * decoder_config.latent_size) if header.get("has_encoder") else None
     for prefix, module in (("decoder", decoder), ("rnn", rnn), ("encoder", encoder)):
         if module is not None:
             _load_weights(module, prefix, tensors)

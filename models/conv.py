@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -24,6 +25,39 @@ def stage_widths(frame_size: int, base_channels: int, max_channels: int) -> list
     """Channels at each resolution from frame_size/2 down to 4x4 (encoder order)."""
     stages = check_frame_size(frame_size)
     return [min(base_channels * 2**i, max_channels) for i in range(stages)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvConfig:
+    """Architecture shared by the convolutional image models (VAE, GAN)."""
+
+    frame_size: int = 64
+    """Side of the square RGB frame in pixels: 64, 128 or 256."""
+    latent_size: int = 32
+    """Dimensions of the latent vector."""
+    base_channels: int = 32
+    """Channels of the full-resolution stage; each halving of resolution doubles them."""
+    max_channels: int = 256
+    """Cap on channels at the coarse stages."""
+    sphere: bool = True
+    """Decode only the latent's direction (projected to mean 0 / std 1 across dimensions), so every
+    latent a dream can reach lies on the manifold the decoder was trained on (duralava's renormalization)."""
+
+    def __post_init__(self) -> None:
+        check_frame_size(self.frame_size)
+        if self.latent_size < 1 or self.base_channels < 1 or self.max_channels < self.base_channels:
+            raise ValueError(f"invalid {type(self).__name__}: {self}")
+
+    def decoder(self) -> "ConvDecoder":
+        """A decoder of this architecture."""
+        return ConvDecoder(frame_size=self.frame_size, latent_size=self.latent_size,
+                           base_channels=self.base_channels, max_channels=self.max_channels,
+                           sphere=self.sphere)
+
+    def encoder(self, out_features: int) -> "ConvEncoder":
+        """An encoder of this architecture producing `out_features` numbers per frame."""
+        return ConvEncoder(frame_size=self.frame_size, base_channels=self.base_channels,
+                           max_channels=self.max_channels, out_features=out_features)
 
 
 class ConvEncoder(nn.Module):

@@ -23,7 +23,8 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
         "simulate", help="write a clip of the procedural lava lamp",
         description="Simulate a procedural lava lamp and write the frames. The format follows the "
                     "suffix of --out: .npz (arrays 'frames' (T,H,W,3) uint8 and 'fps'), .png "
-                    "(animated PNG, APNG), .gif (animated GIF) or .mp4 (H.264).")
+                    "(animated PNG, APNG), .gif (animated GIF) or .mp4 (H.264). The clip is built in "
+                    "memory: frames x size x size x 3 bytes.")
     p.add_argument("--frames", type=int, required=True, metavar="N", help="number of frames (>= 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed and options, same frames")
     p.add_argument("--size", type=int, default=64, help=f"frame width and height, one of {FRAME_SIZES}")
@@ -45,7 +46,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     sim = LavaLampSimulator(config=config, seed=args.seed)
     frames = sim.frames(args.frames)
     write_video(args.out, frames, config.fps)
-    print(f"wrote {args.out}: {args.frames} frames {config.frame_size}x{config.frame_size} at "
+    print(f"wrote {args.out}: {args.frames} frame{'s' * (args.frames != 1)} "
+          f"{config.frame_size}x{config.frame_size} at "
           f"{config.fps:g} fps, palette {sim.palette_name}, seed {args.seed}")
     return 0
 

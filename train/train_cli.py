@@ -43,7 +43,8 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
                    help="continue the run in --run-dir with the settings it was started with")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="total wall-clock budget of the run")
-    budget.add_argument("--steps", type=int, help="optimizer steps for each of the two stages")
+    budget.add_argument("--steps", type=int, help="optimizer steps for each of the two stages "
+                        "(or set them apart with --vae-steps and --rnn-steps)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
@@ -58,7 +59,7 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
                          help="last share of each clip held out for validation")
     model = p.add_argument_group("model and training (see lavalamp.train.trainer.TrainConfig)")
     for f in dataclasses.fields(TrainConfig):
-        if f.name in ("minutes", "vae_steps", "rnn_steps"):
+        if f.name == "minutes":
             continue
         kind = {bool: _bool, int: int, float: float, str: str}[type(f.default)]
         model.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
@@ -135,7 +136,7 @@ def _budget(args: argparse.Namespace) -> dict:
         return {"minutes": args.minutes}
     if args.steps is not None:
         return {"minutes": None, "vae_steps": args.steps, "rnn_steps": args.steps}
-    return {}
+    return {k: getattr(args, k) for k in ("vae_steps", "rnn_steps") if getattr(args, k) is not None}
 
 
 def _crop(text: str) -> tuple[int, int, int, int]:

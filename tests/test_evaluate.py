@@ -1,0 +1,133 @@
+"""Evaluation: the `lavalamp eval` report, and that each metric tells apart what it should."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lavalamp.daemon.cli import main
+from lavalamp.models.checkpoint import save_lamp
+from lavalamp.train.evaluate import (CLIP_FRAMES, EvalConfig, Examples, critic_frames, critic_test,
+                                     evaluate_frames)
+
+from .fakes import make_lamp
+
+FPS = 30.0
+STEP = 6  # the fake lamp runs at 30 fps / 6 = 5 lamp fps
+
+
+def moving_clip(count=240, size=64):
+    """A bright blob wandering over a background that slowly brightens: never the same twice."""
+    t = np.arange(count)[:, None, None]
+    y, x = (g[None] for g in np.mgrid[:size, :size])
+    cx = size / 2 + size / 4 * np.sin(t / 40)
+    cy = size / 2 + size / 4 * np.sin(t / 23 + 1)
+    blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * (size / 8) ** 2))
+    base = 20 + 60 * t / count
+    frames = np.stack([base + 200 * blob, base + 90 * blob, 40 + 0 * blob], axis=-1)
+    return np.clip(frames, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return moving_clip()
+
+
+def compare(generated, reference, **config):
+    config = EvalConfig(**{"frames": 40, "critic_steps": 0, **config})
+    return evaluate_frames(generated, reference, lamp_fps=FPS / STEP, reference_fps=FPS, config=config)
+
+
+def test_eval_writes_a_complete_report_and_contact_sheet(tmp_path, reference, capsys):
+    save_lamp(make_lamp(), tmp_path / "lamp.safetensors")
+    np.savez(tmp_path / "ref.npz", frames=reference, fps=FPS)
+    code = main(["eval", "--model", str(tmp_path / "lamp.safetensors"), "--reference",
+                 str(tmp_path / "ref.npz"), "--frames", "40", "--skip", "5", "--critic-steps", "5",
+                 "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert "critic accuracy" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["generation"]["frames"] == 40 and report["generation"]["skip"] == 5
+    assert report["reference"]["lamp_rate_step"] == STEP and report["reference"]["lamp_rate_frames"] == 40
+    drift = report["latent_drift"]
+    assert len(drift["windows"]) == 10 and set(drift["first_window"]) == {"mean", "std", "skew", "kurtosis"}
+    assert drift["max_distance_from_reference"] >= drift["last_distance_from_reference"] >= 0
+    assert 0 <= report["motion"]["generated_mean_abs_diff"] <= 255 and report["motion"]["ratio"] >= 0
+    assert 0 <= report["frozen"]["generated_share"] <= 1 and report["frozen"]["window_steps"] == 10
+    assert report["repetition"]["generated"] is None  # 40 frames: nothing is 300 steps apart
+    assert 0 <= report["colour"]["histogram_distance"] <= 1
+    assert len(report["colour"]["generated_mean_rgb"]) == 3
+    for name in ("frames", "clips", "reference_baseline_frames", "reference_baseline_clips"):
+        assert 0 <= report["critic"][name]["accuracy"] <= 1
+        assert min(report["critic"][name]["test_examples"]) > 0
+        assert 0 < report["critic"][name]["chance_standard_error"] < 0.5
+    with Image.open(tmp_path / "out" / "contact_sheet.png") as sheet:
+        assert sheet.height == 4 * (64 + 2)  # reference/generated, spread/consecutive
+
+
+def test_critic_cannot_tell_the_reference_from_itself_shifted(reference):
+    frames = critic_frames(reference)
+    shifted = critic_frames(np.roll(reference, STEP, axis=0))  # one lamp step later
+    real, fake = (Examples(f, np.arange(len(f)), np.zeros(1, int)) for f in (frames, shifted))
+    result = critic_test(real, fake, steps=60, batch=32, seed=0)
+    assert abs(result["accuracy"] - 0.5) < 0.2
+
+
+def test_critic_tells_a_constant_colour_clip_from_the_reference(reference):
+    constant = np.full_like(reference, 90)
+    frames, flat = critic_frames(reference), critic_frames(constant)
+    clip = np.arange(CLIP_FRAMES)
+    real, fake = (Examples(f, np.arange(len(f) - CLIP_FRAMES + 1), clip) for f in (frames, flat))
+    assert critic_test(real, fake, steps=60, batch=32, seed=0)["accuracy"] > 0.95
+
+
+def test_reference_against_itself_moves_alike_and_is_not_frozen(reference):
+    report = compare(reference[::STEP], reference)
+    assert report["motion"]["ratio"] == pytest.approx(1.0)
+    assert report["frozen"]["generated_share"] == report["frozen"]["reference_share"] == 0.0
+    assert report["colour"]["mean_rgb_distance"] < 5
+
+
+def test_a_static_clip_is_all_frozen(reference):
+    report = compare(np.repeat(reference[:1], 40, axis=0), reference)
+    assert report["frozen"]["generated_share"] == 1.0
+    assert report["motion"]["ratio"] == 0.0
+
+
+def test_repetition_detects_a_looped_clip(reference):
+    lamp_rate = reference[::STEP]
+    looped = np.concatenate([lamp_rate[:8]] * 5)
+    report = compare(looped, reference, min_gap_steps=10)["repetition"]
+    assert report["generated"]["near_duplicate_share"] == 1.0
+    assert report["reference"]["near_duplicate_share"] == 0.0
+    assert report["generated"]["min_nearest_rms"] == 0.0 < report["reference"]["min_nearest_rms"]
+
+
+def test_missing_model_exits_2_with_a_clear_message(tmp_path, reference, capsys):
+    np.savez(tmp_path / "ref.npz", frames=reference, fps=FPS)
+    code = main(["eval", "--model", str(tmp_path / "none.safetensors"), "--reference",
+                 str(tmp_path / "ref.npz"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "none.safetensors: checkpoint not found" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a zip", "ref.npz: not a readable .npz archive"),
+    (None, "ref.npz: .npz has no 'frames' array"),
+    ("short", "ref.npz: reference of 20 frames is too short: at least 34 at 30 fps"),
+])
+def test_bad_reference_exits_2_with_a_clear_message(tmp_path, capsys, content, message):
+    save_lamp(make_lamp(), tmp_path / "lamp.safetensors")
+    if content is None:
+        np.savez(tmp_path / "ref.npz", pictures=np.zeros((3, 8, 8, 3), np.uint8))
+    elif content == "short":
+        np.savez(tmp_path / "ref.npz", frames=moving_clip(20), fps=FPS)
+    else:
+        (tmp_path / "ref.npz").write_bytes(content)
+    code = main(["eval", "--model", str(tmp_path / "lamp.safetensors"), "--reference",
+                 str(tmp_path / "ref.npz"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
