@@ -261,9 +261,8 @@ def test_memory_deny_write_execute_would_break_the_lamp(container, deny, works):
     (container.etc / "no-metrics.yaml").chmod(0o644)
     result = container.sh(
         f"systemd-run --quiet --wait --pipe -p DynamicUser=yes -p MemoryDenyWriteExecute={deny} "
-        + (f"-p 'BindReadOnlyPaths={service_binds()}' " if service_binds() else "") +
-        f"
-        f"-E SDL_VIDEODRIVER=dummy {LAMP} run --headless --max-frames 3 "
+        + (f"-p 'BindReadOnlyPaths={service_binds()}' " if service_binds() else "")
+        + f"-E SDL_VIDEODRIVER=dummy {LAMP} run --headless --max-frames 3 "
         "--config /etc/lavalamp/no-metrics.yaml --model /etc/lavalamp/lamp.safetensors 2>&1; "
         "echo exit=$?", timeout=180)
     assert result.strip().endswith("exit=0") == works, result[-3000:]
