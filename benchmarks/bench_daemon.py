@@ -136,9 +136,9 @@ def daemon(env: dict, seconds: float, fps: float, lamp: Path, work: Path, xvfb: 
         time.sleep(2.0)  # let the buffer settle
         m0, c0, x0, t0 = scrape(port), cpu_seconds(proc.pid), cpu_seconds(xvfb.pid), time.monotonic()
         rss = []
-        while time.monotonic() - t0 < seconds:
+        while (left := seconds - (time.monotonic() - t0)) > 0:
             rss.append(rss_mb(proc.pid))
-            time.sleep(rss_every)
+            time.sleep(min(rss_every, left))
         m1, c1, x1, t1 = scrape(port), cpu_seconds(proc.pid), cpu_seconds(xvfb.pid), time.monotonic()
         rss.append(rss_mb(proc.pid))
     finally:
@@ -214,6 +214,8 @@ def main() -> None:
     parser.add_argument("--size", default="1920x1080", help="Xvfb screen size")
     parser.add_argument("--frame-size", type=int, default=64, help="frame size of the random lamp")
     parser.add_argument("--lamp", type=Path, help="a checkpoint instead of the random lamp")
+    parser.add_argument("--long", type=float, metavar="SECONDS",
+                        help="only the daemon at 60 fps for this long (underruns, memory flatness)")
     args = parser.parse_args()
     if not shutil.which("Xvfb"):
         sys.exit("Xvfb is not installed (apt-get install xvfb)")
@@ -224,7 +226,10 @@ def main() -> None:
     xvfb, display = start_xvfb(args.size)
     env = {**os.environ, "DISPLAY": display, "SDL_VIDEODRIVER": "x11", "SDL_AUDIODRIVER": "dummy"}
     try:
-        report(args, env, lamp, work, xvfb)
+        if args.long:
+            report_long(args.long, env, lamp, work, xvfb)
+        else:
+            report(args, env, lamp, work, xvfb)
     finally:
         xvfb.terminate()
         xvfb.wait(10)
@@ -264,6 +269,16 @@ def report(args, env, lamp, work, xvfb) -> None:
     rss = d60["rss"]
     print(f"resident memory: {max(rss):.0f} MB max, {rss[0]:.0f} -> {rss[-1]:.0f} MB over {d60['wall']:.0f} s "
           f"({(rss[-1] / rss[0] - 1) * 100:+.1f}%) (targets <= 500 MB, flat within 5%)")
+
+
+def report_long(seconds: float, env, lamp, work, xvfb) -> None:
+    d = daemon(env, seconds, 60, lamp, work, xvfb, rss_every=30)
+    rss = d["rss"]
+    print(f"{seconds:g} s at 60 fps cap: {d['fps']:.2f} fps, {d['frames']:.0f} frames, "
+          f"{d['underruns']:.0f} underruns, daemon {d['cpu'] / d['wall']:.3f} cores, "
+          f"{(d['cpu'] + d['xvfb_cpu']) / d['frames'] * 1000:.2f} ms CPU/frame with Xvfb, "
+          f"RSS {rss[0]:.0f} -> {rss[-1]:.0f} MB (max {max(rss):.0f}, {(rss[-1] / rss[0] - 1) * 100:+.1f}%), "
+          f"exit {d['exit']} (targets: 0 underruns, <= 500 MB, flat within 5%)")
 
 
 if __name__ == "__main__":
