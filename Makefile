@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test clean
+.PHONY: run test default-lamp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Retrain the shipped default lamp from the simulator (see README, "The default lamp").
+default-lamp: $(STAMP)
+	$(VENV)/bin/lavalamp train --sim-clips 48 --sim-frames 800 --sim-palette classic --seed 0 \
+		--vae-steps 2000 --rnn-steps 8000 --frame-step 10 --kl-weight 0.5 --rollout 8 \
+		--rollout-weight 0.5 --context-noise 0.03 --threads 2 --name default-lamp \
+		--run-dir runs/default-lamp --out models/default_lamp.safetensors
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -32,7 +32,8 @@ class ModelConfig:
                       choices=("auto", "cpu", "cuda", "mps"))
     torch_threads: int = opt(1, "torch threads of the producer (1 is fastest on small machines)",
                              range=(1, 256))
-    temperature: float = opt(1.0, "sampling temperature of the mixture-density head (1 = as trained)",
+    temperature: float = opt(1.0, "sampling temperature of the dream, relative to the lamp's calibrated one "
+                             "(1 = moves like the footage it was trained on; lower is calmer)",
                              range=(0.05, 3.0))
     seed: int | None = opt(None, "seed of the first dream; null = a fresh random seed each start",
                            range=(0, 2**63 - 1))

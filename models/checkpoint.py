@@ -67,6 +67,8 @@ class Lamp:
     data: DataInfo
     encoder: ConvEncoder | None = None
     training: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0
+    """Sampling temperature calibrated after training so the dream moves like the footage."""
 
     @property
     def frame_size(self) -> int:
@@ -115,6 +117,7 @@ def save_lamp(lamp: Lamp, path: str | Path) -> None:
         "reference": lamp.reference._asdict(),
         "data": dataclasses.asdict(lamp.data),
         "has_encoder": lamp.encoder is not None,
+        "temperature": lamp.temperature,
         "training": lamp.training,
     }
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
@@ -196,7 +199,14 @@ def _build_lamp(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Lam
     return Lamp(name=str(header.get("name", "lamp")), decoder_kind=kind, decoder_config=decoder_config,
                 decoder=decoder, rnn=rnn, latent_mean=latent["mean"], latent_std=latent["std"],
                 reference=reference, start_contexts=latent["start_contexts"], data=data,
-                encoder=encoder, training=dict(header.get("training") or {}))
+                encoder=encoder, training=dict(header.get("training") or {}),
+                temperature=_positive(header.get("temperature", 1.0), "temperature"))
+
+
+def _positive(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise LampLoadError(f"checkpoint header: {what} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def _config(cls: type, values: Any, what: str) -> Any:

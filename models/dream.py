@@ -27,17 +27,19 @@ class Dream:
 
     def __init__(self, lamp: Lamp, *, temperature: float = 1.0, seed: int | None = None) -> None:
         self.lamp = lamp
-        self.stepper = LatentStepper(lamp.rnn, temperature=temperature)
+        self.stepper = LatentStepper(lamp.rnn)
+        self.temperature = temperature
         self.reseed(seed)
 
     @property
     def temperature(self) -> float:
-        """Sampling temperature of the mixture-density head."""
-        return self.stepper.temperature
+        """Sampling temperature relative to the lamp's calibrated one (1 = moves like its footage)."""
+        return self._temperature
 
     @temperature.setter
     def temperature(self, value: float) -> None:
-        self.stepper.temperature = max(float(value), 1e-3)
+        self._temperature = float(value)
+        self.stepper.temperature = max(self._temperature * self.lamp.temperature, 1e-3)
 
     @property
     def latent(self) -> torch.Tensor:

@@ -26,6 +26,7 @@ def all_tensors(lamp):
 @pytest.mark.parametrize("head", ["mdn", "deterministic"])
 def test_round_trip_is_bit_identical(tmp_path, head):
     lamp = make_lamp(head=head, cell="lstm" if head == "deterministic" else "gru")
+    lamp.temperature = 0.35
     save_lamp(lamp, tmp_path / "lamp.safetensors")
     back = load_lamp(tmp_path / "lamp.safetensors")
     a, b = all_tensors(lamp), all_tensors(back)
@@ -35,6 +36,8 @@ def test_round_trip_is_bit_identical(tmp_path, head):
     assert back.decoder_config == lamp.decoder_config and back.rnn.config == lamp.rnn.config
     assert back.reference == lamp.reference and back.data == lamp.data and back.name == lamp.name
     assert back.data.lamp_fps == 5.0 and back.training == {"note": "test"}
+    assert back.temperature == 0.35
+    assert oct((tmp_path / "lamp.safetensors").stat().st_mode & 0o777) == oct(0o644)
     assert not back.decoder.training and not back.rnn.training
     z = torch.randn(3, lamp.latent_size)
     with torch.inference_mode():

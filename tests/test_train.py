@@ -123,3 +123,19 @@ def test_torchrun_trains_on_two_cpu_processes(tmp_path, clip):
     assert result.returncode == 0, result.stderr[-3000:]
     lamp = load_lamp(run / "lamp.safetensors")
     assert lamp.training["processes"] == 2
+
+
+def test_calibration_takes_the_hottest_temperature_that_moves_like_the_footage():
+    import math
+
+    from lavalamp.train.trainer import CALIBRATION_TOLERANCE, calibrate_temperature
+
+    from .fakes import make_lamp
+    lamp = make_lamp()
+    report = calibrate_temperature(lamp, [moving_blob_clip(200, 1)], frame_step=2, seed=0)
+    ratios = {float(t): r for t, r in report["motion_ratio_by_temperature"].items()}
+    calm = [t for t, r in ratios.items() if r <= CALIBRATION_TOLERANCE]
+    closest = min(ratios, key=lambda t: abs(math.log(ratios[t])))
+    assert lamp.temperature == report["temperature"] == (max(calm) if calm else closest)
+    assert len(ratios) > 3 and all(r > 0 for r in ratios.values())
+    assert report["footage_motion_per_step"] > 0

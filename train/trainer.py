@@ -36,6 +36,10 @@ STATE_FILE = "state.pt"
 START_CONTEXTS = 64
 START_CONTEXT_STEPS = 8
 STAGE_SEEDS = {"vae": 1, "rnn": 2}
+CALIBRATION_TEMPERATURES = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
+CALIBRATION_TOLERANCE = 1.1
+CALIBRATION_DREAMS = 2
+CALIBRATION_STEPS = 300
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -391,6 +395,42 @@ def build_lamp(run: Run, vae: VAE, rnn: LatentRNN, latents: dict[str, list[np.nd
                 encoder=vae.encoder, training=training).to(run.device)
 
 
+def motion_per_step(frames: np.ndarray) -> float:
+    """Mean absolute difference between consecutive uint8 frames (0..255)."""
+    return float(np.abs(np.diff(frames.astype(np.float32), axis=0)).mean())
+
+
+@torch.no_grad()
+def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
+                          seed: int) -> dict[str, Any]:
+    """Set lamp.temperature so the dream moves per step like the training footage.
+
+    Too hot a mixture-density head adds step-to-step jitter that the footage does not have (its
+    slow drift is right at any temperature). This takes the hottest temperature whose one-step
+    motion is at most CALIBRATION_TOLERANCE times the footage's at the lamp's frame rate (or,
+    when none is, the one closest to it): as much variety as the footage's calm allows.
+    """
+    if lamp.rnn.config.head != "mdn":
+        return {"temperature": 1.0, "note": "deterministic head: nothing to calibrate"}
+    target = float(np.mean([motion_per_step(c[::frame_step]) for c in clips if len(c) > frame_step]))
+    ratios = {}
+    for t in CALIBRATION_TEMPERATURES:
+        lamp.temperature = t
+        moves = []
+        for k in range(CALIBRATION_DREAMS):
+            dream = Dream(lamp, seed=seed + k)
+            dream.skip(CALIBRATION_STEPS // 4)
+            moves.append(motion_per_step(dream.decode(dream.advance(CALIBRATION_STEPS))))
+        ratios[t] = float(np.mean(moves) / max(target, 1e-6))
+    calm = [t for t, r in ratios.items() if r <= CALIBRATION_TOLERANCE]
+    lamp.temperature = max(calm) if calm else \
+        min(ratios, key=lambda t: abs(math.log(max(ratios[t], 1e-6))))
+    log.info("temperature %.3g: dream/footage motion per step %s", lamp.temperature,
+             {f"{t:g}": round(r, 2) for t, r in ratios.items()})
+    return {"temperature": lamp.temperature, "footage_motion_per_step": float(target),
+            "motion_ratio_by_temperature": {f"{t:g}": r for t, r in ratios.items()}}
+
+
 @torch.no_grad()
 def _dream_pictures(run: Run, lamp: Lamp) -> None:
     folder = run.stage_folder("rnn")
@@ -413,6 +453,8 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     latents = encode_footage(run, vae, clips)
     rnn, rnn_summary = train_rnn(run, latents)
     lamp = build_lamp(run, vae, rnn, latents, clips, {"vae": vae_summary, "rnn": rnn_summary})
+    lamp.training["calibration"] = calibrate_temperature(lamp, clips.train, run.config.frame_step,
+                                                         run.config.seed)
     if run.world.main:
         _dream_pictures(run, lamp)
         save_lamp(lamp, run.folder / "lamp.safetensors")
