@@ -22,6 +22,21 @@ UNIT_NAME = "lavalamp.service"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 HOME_PREFIXES = ("/home", "/root", "/run/user")
 
+# What both units run and how systemd supervises it.
+SERVICE = """\
+Type=notify
+NotifyAccess=main
+# The daemon pings WATCHDOG=1 only while both the producer and the frame loop make progress.
+WatchdogSec={watchdog_s}
+TimeoutStartSec=120
+TimeoutStopSec=10
+Restart=on-failure
+RestartSec=2
+ExecStartPre={exec_check}
+ExecStart={exec_run}
+ExecReload=/bin/kill -HUP $MAINPID
+"""
+
 # The one template both units come from. deploy/lavalamp.service and deploy/lavalamp-user.service
 # are its renderings for the canonical paths (tests/test_deploy_install.py keeps them equal).
 SYSTEM_TEMPLATE = """\
@@ -39,18 +54,7 @@ StartLimitIntervalSec=300
 StartLimitBurst=5
 
 [Service]
-Type=notify
-NotifyAccess=main
-# The daemon pings WATCHDOG=1 only while both the producer and the frame loop make progress.
-WatchdogSec={watchdog_s}
-TimeoutStartSec=120
-TimeoutStopSec=10
-Restart=on-failure
-RestartSec=2
-ExecStartPre={exec_check}
-ExecStart={exec_run}
-ExecReload=/bin/kill -HUP $MAINPID
-
+{service}
 # A dedicated unprivileged user, in the groups a bare console needs: the screen (video, render)
 # and the keyboard (input).
 DynamicUser=yes
@@ -117,17 +121,7 @@ StartLimitIntervalSec=300
 StartLimitBurst=5
 
 [Service]
-Type=notify
-NotifyAccess=main
-WatchdogSec={watchdog_s}
-TimeoutStartSec=120
-TimeoutStopSec=10
-Restart=on-failure
-RestartSec=2
-ExecStartPre={exec_check}
-ExecStart={exec_run}
-ExecReload=/bin/kill -HUP $MAINPID
-Environment=PYTHONUNBUFFERED=1
+{service}Environment=PYTHONUNBUFFERED=1
 # DISPLAY / WAYLAND_DISPLAY come from the session (`systemctl --user import-environment`).
 # Hardening a user manager can apply without privileges (seccomp-based); the kiosk system unit
 # goes much further. No MemoryDenyWriteExecute=: torch's CPU kernels need it off.
@@ -200,10 +194,12 @@ def render_unit(paths: UnitPaths, *, user: bool = False) -> str:
     read_only = list(dict.fromkeys(str(p) for p in watched if p))
     under_home = any(p == h or p.startswith(h + "/") for p in read_only for h in HOME_PREFIXES)
     template = USER_TEMPLATE if user else SYSTEM_TEMPLATE
-    return template.format(
+    service = SERVICE.format(
         watchdog_s=paths.watchdog_s,
         exec_check=command_line([lavalamp, "check-config", "--config", str(paths.config)]),
-        exec_run=command_line(run),
+        exec_run=command_line(run))
+    return template.format(
+        service=service,
         read_only_paths=" ".join(quote_arg(p, exec_line=False) for p in read_only),
         protect_home="read-only" if under_home else "yes")
 
