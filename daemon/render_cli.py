@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from lavalamp.models.checkpoint import LampLoadError, default_lamp_path, load_lamp
 from lavalamp.models.device import DeviceError, resolve_device
-from lavalamp.models.video import SUPPORTED_SUFFIXES, check_video_path, write_video
+from lavalamp.models.video import SUPPORTED_SUFFIXES, check_output_path, write_video
 
 from .config import ConfigError, load_config
 from .metrics import DaemonMetrics
@@ -95,10 +93,5 @@ def _checked(args: argparse.Namespace):
         raise ValueError(f"--seed must be in 0..{2**63 - 1}, got {args.seed}")
     if args.temperature is not None and not 0.05 <= args.temperature <= 3.0:
         raise ValueError(f"--temperature must be in 0.05..3, got {args.temperature}")
-    check_video_path(args.out)
-    folder = Path(args.out).parent
-    if not folder.is_dir():
-        raise ValueError(f"output folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"output folder {str(folder)!r} is not writable")
+    check_output_path(args.out)
     return load_config(args.config)

@@ -24,6 +24,17 @@ def check_video_path(path: str | Path) -> str:
     return suffix
 
 
+def check_output_path(path: str | Path) -> str:
+    """check_video_path, and that the file's folder exists and is writable (ValueError if not)."""
+    suffix = check_video_path(path)
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise ValueError(f"output folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"output folder {str(folder)!r} is not writable")
+    return suffix
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float) -> None:
     """Write (T, H, W, 3) uint8 RGB frames to `path`, choosing the format by its suffix.
 

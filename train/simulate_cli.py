@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from pathlib import Path
 
-from lavalamp.models.video import SUPPORTED_SUFFIXES, check_video_path, write_video
+from lavalamp.models.video import SUPPORTED_SUFFIXES, check_output_path, write_video
 
 from .simulator import FRAME_SIZES, PALETTES, LavaLampSimulator, SimulatorConfig
 
@@ -58,10 +56,5 @@ def _config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     if args.size not in FRAME_SIZES:
         raise ValueError(f"--size must be one of {', '.join(map(str, FRAME_SIZES))}, got {args.size}")
-    check_video_path(args.out)
-    folder = Path(args.out).parent
-    if not folder.is_dir():
-        raise ValueError(f"output folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"output folder {str(folder)!r} is not writable")
+    check_output_path(args.out)
     return SimulatorConfig(frame_size=args.size, fps=args.fps, palette=args.palette)
