@@ -39,6 +39,11 @@ def test_wheel_holds_every_module(wheel_names):
 
 
 @pytest.mark.slow
+def test_wheel_ships_the_default_lamp(wheel_names):
+    assert "lavalamp/models/default_lamp.safetensors" in wheel_names
+
+
+@pytest.mark.slow
 def test_wheel_declares_the_console_script(wheel_names, tmp_path):
     assert any(n.endswith("entry_points.txt") for n in wheel_names)
 

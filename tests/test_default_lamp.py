@@ -1,0 +1,35 @@
+"""The lamp shipped in the package: present, small, self-describing, and it dreams a lit, moving lamp."""
+
+import numpy as np
+import torch
+
+from lavalamp.models.checkpoint import default_lamp_path, load_lamp
+from lavalamp.models.dream import Dream
+
+MAX_BYTES = 10 * 1024 * 1024
+
+
+def test_the_default_lamp_ships_and_is_small():
+    path = default_lamp_path()
+    assert path.is_file(), f"{path} is missing: run `make default-lamp`"
+    assert path.stat().st_size <= MAX_BYTES
+
+
+def test_the_default_lamp_describes_itself():
+    lamp = load_lamp(None)
+    assert lamp.frame_size == 64 and lamp.decoder_kind == "vae"
+    assert lamp.data.lamp_fps > 0 and "simulator" in lamp.data.description
+    assert 0 < lamp.temperature <= 1 and lamp.training["calibration"]["temperature"] == lamp.temperature
+    assert lamp.rnn.config.sphere and lamp.decoder_config.sphere
+
+
+def test_the_default_lamp_dreams_a_lit_moving_lamp():
+    torch.set_num_threads(1)
+    dream = Dream(load_lamp(None), seed=0)
+    frames = dream.decode(dream.advance(120)).astype(np.float32)
+    assert frames.mean() > 30 and frames.std() > 20, "a dark or flat picture"
+    centre = frames[:, 16:48, 24:40]
+    assert centre[..., 0].mean() > centre[..., 2].mean(), "the classic palette's red wax is gone"
+    steps = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
+    assert steps.min() > 0.05 and steps.mean() < 8, f"motion per step {steps.mean():.2f}"
+    assert np.abs(frames[-1] - frames[0]).mean() > 2, "the dream froze"
