@@ -132,11 +132,18 @@ def test_metrics_are_served_while_running(tmp_path, lamp_path):
     assert "lavalamp_up 1.0" in scrape.text and 'name="test-lamp"' in scrape.text
 
 
-def test_the_missing_default_lamp_is_a_clear_error(tmp_path):
-    run = Running(["--headless", "--config", write_config(tmp_path / "c.yaml")])
+def test_a_missing_model_is_a_clear_error(tmp_path):
+    run = Running(["--headless", "--model", str(tmp_path / "gone.safetensors"),
+                   "--config", write_config(tmp_path / "c.yaml")])
     assert run.proc.wait(60) == EXIT_USAGE
     out = run.output()
-    assert "default_lamp.safetensors: checkpoint not found" in out and "Traceback" not in out
+    assert "gone.safetensors: checkpoint not found" in out and "Traceback" not in out
+
+
+def test_without_a_model_the_shipped_lamp_runs(tmp_path):
+    run = Running(["--headless", "--max-frames", "5", "--config", write_config(tmp_path / "c.yaml")])
+    assert run.proc.wait(60) == 0, run.output()
+    assert "'default-lamp'" in run.output()
 
 
 def test_sd_notify_end_to_end_and_sigterm_within_2_s(tmp_path, lamp_path):
