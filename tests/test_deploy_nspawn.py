@@ -154,6 +154,18 @@ class Container:
                 self.nspawn.wait()
 
 
+def let_others_search(*folders: Path) -> dict[Path, int]:
+    """Give `folders` the search bit for others (a `mktemp -d` checkout is 0700) so the service's
+    dynamic user can reach the venv through the bind mounts; returns the modes to put back."""
+    changed = {}
+    for folder in folders:
+        mode = folder.stat().st_mode & 0o7777
+        if not mode & 0o001:
+            changed[folder] = mode
+            folder.chmod(mode | 0o001)
+    return changed
+
+
 def hidden_from_service() -> list[Path]:
     """The checkout and venv folders that the service's private /tmp would hide."""
     paths = [REPO] + ([] if VENV.is_relative_to(REPO) else [VENV])
@@ -213,6 +225,7 @@ def container(tmp_path_factory):
     python = venv_interpreter(VENV)
     if python:
         binds.append(str(python))
+    searchable = let_others_search(REPO, *([] if VENV.is_relative_to(REPO) else [VENV]))
     box = Container(root, binds, tmp_path_factory.mktemp("nspawn") / "console.log")
     try:
         box.wait_for("the container's boot", lambda: box.sh(
@@ -226,6 +239,8 @@ def container(tmp_path_factory):
         yield box
     finally:
         box.stop()
+        for path, mode in searchable.items():
+            path.chmod(mode)
 
 
 def test_installed_unit_reaches_ready_as_an_unprivileged_user(container):
