@@ -60,8 +60,8 @@ def skip_rate(lamp, steps: int) -> dict[str, float]:
 def training_peak_rss_mb(minutes: float) -> float:
     """Peak resident memory of a short real training run at 64x64 (children's ru_maxrss)."""
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "lavalamp.daemon", "train", "--sim-clips", "12",
-                        "--sim-frames", "3000", "--run-dir", f"{tmp}/run", "--minutes", str(minutes),
+        subprocess.run([sys.executable, "-m", "lavalamp.daemon", "train", "--sim-clips", "48",
+                        "--sim-frames", "800", "--run-dir", f"{tmp}/run", "--minutes", str(minutes),
                         "--no-progress"], check=True, capture_output=True)
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 

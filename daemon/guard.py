@@ -108,19 +108,17 @@ class DriftGuard:
 
     def _check_loop(self, latents: torch.Tensor) -> bool:
         """Whether any new latent comes back near a latent at least loop_min_age old; remember some."""
-        looped = False
-        first = self._count
+        steps = self._count + torch.arange(len(latents))
         filled = min(self._loop_count, len(self._loop))
-        for i, z in enumerate(latents):
-            step = first + i
-            if filled:
-                old = (step - self._loop_steps[:filled]) >= self._loop_min_age
-                if old.any():
-                    gap = (self._loop[:filled][old] - z).norm(dim=-1).min()
-                    looped |= bool(gap < self.config.loop_distance * max(float(z.norm()), EPS))
-            if step % self._loop_stride == 0:
-                slot = self._loop_count % len(self._loop)
-                self._loop[slot], self._loop_steps[slot] = z, step
-                self._loop_count += 1
-                filled = min(self._loop_count, len(self._loop))
+        looped = False
+        if filled:
+            age = steps[:, None] - self._loop_steps[None, :filled]  # (n, filled)
+            gap = torch.cdist(latents, self._loop[:filled]).masked_fill_(age < self._loop_min_age,
+                                                                         math.inf)
+            limit = self.config.loop_distance * latents.norm(dim=-1).clamp_min(EPS)
+            looped = bool((gap.min(dim=1).values < limit).any())
+        for i in torch.nonzero(steps % self._loop_stride == 0).flatten().tolist():
+            slot = self._loop_count % len(self._loop)
+            self._loop[slot], self._loop_steps[slot] = latents[i], steps[i]
+            self._loop_count += 1
         return looped

@@ -41,7 +41,8 @@ def add_render(subparsers: argparse._SubParsersAction) -> None:
                    "else random)")
     p.add_argument("--guard", choices=("on", "off"), help="drift guard (default: guard.enabled)")
     p.add_argument("--temperature", type=float, metavar="T",
-                   help="sampling temperature (default: model.temperature)")
+                   help="sampling temperature relative to the lamp's calibrated one "
+                        "(default: model.temperature)")
     p.add_argument("--out", required=True, metavar="FILE",
                    help=f"output file, one of {', '.join(SUPPORTED_SUFFIXES)}")
     p.set_defaults(func=run_render)

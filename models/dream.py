@@ -50,8 +50,7 @@ class Dream:
     def reseed(self, seed: int | None = None) -> None:
         """Start afresh from one of the lamp's real start contexts, picked by `seed` (None = random)."""
         self.seed = fresh_seed() if seed is None else int(seed)
-        self.stepper.rng = np.random.Generator(np.random.PCG64(self.seed))
-        self.stepper._noise_at = 2**62  # draw a new noise block from the new generator
+        self.stepper.reseed(self.seed)
         contexts = self.lamp.start_contexts
         context = contexts[int(self.stepper.rng.integers(len(contexts)))].unsqueeze(0)  # (1,T,D)
         state = self.lamp.rnn(context[:, :-1])[1] if context.shape[1] > 1 else None

@@ -27,8 +27,12 @@ class LatentStepper:
         self.layers = [self._layer_weights(rnn.core, i) for i in range(c.num_layers)]
         self.head_w = rnn.head.weight.detach().cpu().numpy().astype(np.float32)
         self.head_b = rnn.head.bias.detach().cpu().numpy().astype(np.float32)
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Start drawing random numbers from a fresh generator seeded with `seed`."""
         self.rng = np.random.Generator(np.random.PCG64(seed))
-        self._noise_at = NOISE_BLOCK
+        self._noise_at = NOISE_BLOCK  # the next draw fills a new block from the new generator
 
     @staticmethod
     def _layer_weights(core: torch.nn.Module, i: int) -> tuple[np.ndarray, ...]:

@@ -106,7 +106,7 @@ class EvalConfig:
     seed: int = 0
     """Seed of the dream and of the critics."""
     temperature: float = 1.0
-    """Sampling temperature of the dream."""
+    """Sampling temperature of the dream, relative to the lamp's calibrated one."""
     batch_size: int = 64
     """Frames decoded per batch."""
     min_gap_steps: int = 300
@@ -548,7 +548,8 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--skip", type=int, default=defaults.skip, metavar="S",
                    help="dream steps skipped (not decoded) before the compared frames")
     p.add_argument("--seed", type=int, default=defaults.seed, metavar="K", help="dream and critic seed")
-    p.add_argument("--temperature", type=float, default=defaults.temperature, metavar="T")
+    p.add_argument("--temperature", type=float, default=defaults.temperature, metavar="T",
+                   help="sampling temperature relative to the lamp's calibrated one (default 1)")
     p.add_argument("--critic-steps", type=int, default=defaults.critic_steps, metavar="N",
                    help="training steps of each critic")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for report.json and contact_sheet.png")

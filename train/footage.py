@@ -24,13 +24,15 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence
 
-import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lavalamp.models.checkpoint import DataInfo
+
+if TYPE_CHECKING:  # PyAV is imported when a video is opened: `lavalamp run` never pays for it
+    import av
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +207,7 @@ class _Video:
         self.fps = default_fps if self.fps_assumed else float(rate)
 
     def _open(self) -> av.container.InputContainer:
+        import av
         try:
             return av.open(str(self.path))
         except (av.FFmpegError, OSError, ValueError) as exc:
@@ -216,6 +219,7 @@ class _Video:
         return container.streams.video[0]
 
     def images(self) -> Iterator[Image.Image]:
+        import av
         with self._open() as container:
             stream = self._stream(container)
             stream.thread_type = "AUTO"
@@ -349,9 +353,10 @@ def _describe(reader: _Reader, config: FootageConfig, box: tuple[int, int, int, 
     rate = f"{reader.fps:.4g} fps" + (" (assumed: default_fps)" if reader.fps_assumed else "")
     dedupe = (f", dedupe kept {distinct}/{decoded} -> {fps:.4g} fps"
               if config.dedupe_threshold > 0 else "")
+    step = (f", every {config.frame_step}th -> {fps / config.frame_step:.4g} lamp fps"
+            if config.frame_step > 1 else "")
     return (f"{reader.path.name}: {decoded} frames {reader.size[0]}x{reader.size[1]} at {rate}, "
-            f"crop {box} ({how}){dedupe}, step {config.frame_step} -> {stored} frames "
-            f"{config.frame_size}px at {fps / config.frame_step:.4g} lamp fps")
+            f"crop {box} ({how}){dedupe} -> {stored} frames {config.frame_size}px{step}")
 
 
 def resize_frame(image: Image.Image, box: tuple[int, int, int, int], size: int) -> np.ndarray:

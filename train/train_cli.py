@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from lavalamp.models.atomic import atomic_write_bytes
 from lavalamp.models.device import DeviceError, resolve_device
 
 from .distributed import barrier, join_world, leave_world
@@ -150,7 +151,7 @@ def _crop(text: str) -> tuple[int, int, int, int]:
 def _remember(run: Run, settings: dict) -> None:
     if run.world.main and not (run.folder / "settings.json").exists():
         run.folder.mkdir(parents=True, exist_ok=True)
-        (run.folder / "settings.json").write_text(json.dumps(settings, indent=2))
+        atomic_write_bytes(run.folder / "settings.json", json.dumps(settings, indent=2).encode())
 
 
 def _footage(settings: dict, config: TrainConfig) -> Footage:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import math
 import time
@@ -44,7 +43,7 @@ CALIBRATION_STEPS = 300
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Every knob of a training run (saved as config.json in the run folder)."""
+    """Every knob of a training run (saved in the run folder's settings.json by `lavalamp train`)."""
 
     frame_size: int = 64
     """Side of the square frames in pixels: 64, 128 or 256."""
@@ -444,18 +443,13 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     """Run every stage (skipping finished ones) and write the lamp to `out` (main process)."""
     if run.world.main:
         run.folder.mkdir(parents=True, exist_ok=True)
-        config_path = run.folder / "config.json"
-        if not config_path.exists():
-            atomic_write_bytes(config_path, json.dumps(
-                {"train": dataclasses.asdict(run.config), "data": clips.description,
-                 "fps": clips.fps}, indent=2).encode())
     vae, vae_summary = train_vae(run, clips)
     latents = encode_footage(run, vae, clips)
     rnn, rnn_summary = train_rnn(run, latents)
     lamp = build_lamp(run, vae, rnn, latents, clips, {"vae": vae_summary, "rnn": rnn_summary})
-    lamp.training["calibration"] = calibrate_temperature(lamp, clips.train, run.config.frame_step,
-                                                         run.config.seed)
     if run.world.main:
+        lamp.training["calibration"] = calibrate_temperature(lamp, clips.train, run.config.frame_step,
+                                                             run.config.seed)
         _dream_pictures(run, lamp)
         save_lamp(lamp, run.folder / "lamp.safetensors")
         save_lamp(lamp, out)
