@@ -24,6 +24,7 @@ from lavalamp.models.rnn import LatentRNN, LatentRNNConfig
 from lavalamp.models.vae import VAE, VAEConfig
 from lavalamp.models.video import write_video
 
+from .evaluate import step_motion
 from .footage import Footage
 from .distributed import World, barrier, mean_across, rank0_decides
 from .losses import RNNLoss, VAELoss
@@ -394,11 +395,6 @@ def build_lamp(run: Run, vae: VAE, rnn: LatentRNN, latents: dict[str, list[np.nd
                 encoder=vae.encoder, training=training).to(run.device)
 
 
-def motion_per_step(frames: np.ndarray) -> float:
-    """Mean absolute difference between consecutive uint8 frames (0..255)."""
-    return float(np.abs(np.diff(frames.astype(np.float32), axis=0)).mean())
-
-
 @torch.no_grad()
 def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
                           seed: int) -> dict[str, Any]:
@@ -411,7 +407,7 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
     """
     if lamp.rnn.config.head != "mdn":
         return {"temperature": 1.0, "note": "deterministic head: nothing to calibrate"}
-    target = float(np.mean([motion_per_step(c[::frame_step]) for c in clips if len(c) > frame_step]))
+    target = float(np.mean([step_motion(c[::frame_step]).mean() for c in clips if len(c) > frame_step]))
     ratios = {}
     for t in CALIBRATION_TEMPERATURES:
         lamp.temperature = t
@@ -419,7 +415,7 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
         for k in range(CALIBRATION_DREAMS):
             dream = Dream(lamp, seed=seed + k)
             dream.skip(CALIBRATION_STEPS // 4)
-            moves.append(motion_per_step(dream.decode(dream.advance(CALIBRATION_STEPS))))
+            moves.append(step_motion(dream.decode(dream.advance(CALIBRATION_STEPS))).mean())
         ratios[t] = float(np.mean(moves) / max(target, 1e-6))
     calm = [t for t, r in ratios.items() if r <= CALIBRATION_TOLERANCE]
     lamp.temperature = max(calm) if calm else \
