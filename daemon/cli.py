@@ -8,14 +8,13 @@ import sys
 from importlib.metadata import entry_points
 from typing import Callable, Sequence
 
-from lavalamp.models import __version__
+from lavalamp.models import EXIT_USAGE, __version__
 
 from .config import ConfigError, load_config
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "lavalamp.commands"
-EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:

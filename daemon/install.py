@@ -11,13 +11,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from lavalamp.models import EXIT_USAGE
 from lavalamp.models.atomic import atomic_write_bytes
 
 from .config import ConfigError, load_config
 
 log = logging.getLogger(__name__)
 
-EXIT_USAGE = 2
 UNIT_NAME = "lavalamp.service"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 HOME_PREFIXES = ("/home", "/root", "/run/user")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
+from lavalamp.models import EXIT_USAGE
 from lavalamp.models.checkpoint import LampLoadError, default_lamp_path, load_lamp
 from lavalamp.models.device import DeviceError, resolve_device
 from lavalamp.models.video import SUPPORTED_SUFFIXES, check_output_path, write_video
@@ -21,7 +22,6 @@ from .source import FrameSource
 
 log = logging.getLogger(__name__)
 
-EXIT_USAGE = 2
 
 
 def add_render(subparsers: argparse._SubParsersAction) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from lavalamp.models import EXIT_USAGE
 from lavalamp.models.checkpoint import LampLoadError, default_lamp_path, load_lamp
 from lavalamp.models.device import DeviceError, resolve_device
 
@@ -32,7 +33,7 @@ from .source import FrameSource
 log = logging.getLogger(__name__)
 _LOADED = time.monotonic()
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE = 0, 1
 STATUS_EVERY_S = 2.0
 OFF_POLL_S = 0.1  # frame-loop period while the screen is blanked or paused
 FPS_SMOOTHING = 0.05

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
+from lavalamp.models import EXIT_USAGE
 from lavalamp.models.atomic import atomic_write_bytes
 from lavalamp.models.checkpoint import Lamp, LampLoadError, load_lamp
 from lavalamp.models.dream import Dream
@@ -68,7 +69,6 @@ from .footage import FootageError, open_source, resize_frame
 
 log = logging.getLogger(__name__)
 
-EXIT_USAGE = 2
 DRIFT_WINDOWS = 10
 """Latent statistics are taken in this many equal windows across the run."""
 FROZEN_WINDOW_S = 2.0

@@ -6,13 +6,13 @@ import argparse
 import logging
 import sys
 
+from lavalamp.models import EXIT_USAGE
 from lavalamp.models.video import SUPPORTED_SUFFIXES, check_output_path, write_video
 
 from .simulator import FRAME_SIZES, PALETTES, LavaLampSimulator, SimulatorConfig
 
 log = logging.getLogger(__name__)
 
-EXIT_USAGE = 2
 
 
 def add_simulate(subparsers: argparse._SubParsersAction) -> None:

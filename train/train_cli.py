@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from lavalamp.models import EXIT_USAGE
 from lavalamp.models.atomic import atomic_write_bytes
 from lavalamp.models.device import DeviceError, resolve_device
 
@@ -20,7 +21,6 @@ from .simulator import simulate
 from .trainer import Run, TrainConfig, train_lamp
 
 log = logging.getLogger(__name__)
-EXIT_USAGE = 2
 SIM_FPS = 30.0
 
 
