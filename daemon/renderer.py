@@ -15,10 +15,19 @@ WINDOW_SIZE = 720  # side of the window when windowed with width/height 0
 SOFTWARE_DRIVERS = ("x11", "wayland")  # SDL drivers with a cheap native shared-memory framebuffer
 FRAMEBUFFER_HINT = "SDL_FRAMEBUFFER_ACCELERATION"
 REOPEN_TRIES = 3
+INVISIBLE_DRIVERS = ("offscreen", "dummy")  # SDL drivers that draw nowhere
 
 
 class DisplayLost(RuntimeError):
     """The display went away and could not be opened again."""
+
+
+def _refuse_invisible_fallback(driver: str) -> None:
+    """SDL falls back to drawing nowhere when it finds no display; that is only fine when asked for."""
+    import pygame
+
+    if driver in INVISIBLE_DRIVERS and os.environ.get("SDL_VIDEODRIVER", "") != driver:
+        raise pygame.error(f"no display found (SDL fell back to its {driver!r} driver)")
 
 
 def blend(a: np.ndarray, b: np.ndarray | None, weight: float, brightness: float = 1.0) -> np.ndarray:
@@ -98,6 +107,7 @@ class PygameRenderer:
 
         try:
             pygame.display.init()
+            _refuse_invisible_fallback(pygame.display.get_driver())
             pygame.display.set_caption(self.title)
             self._set_mode()
         except pygame.error as exc:
