@@ -27,7 +27,8 @@ class FrameSource:
     """Produces the lamp's frames in order, batch by batch. Call `next_batch` from one thread only.
 
     Other threads may `request_reseed` and `request_swap`; the requests are carried out at the
-    start of the next batch. Every reseed and swap cross-fades from the last frame shown.
+    start of the next batch. Every reseed and swap cross-fades from the last frame shown. A seeded
+    source draws the seeds of its later reseeds from that seed, so it dreams the same frames again.
     """
 
     def __init__(self, *, lamp: Lamp, guard: GuardConfig, metrics: DaemonMetrics,
@@ -45,6 +46,7 @@ class FrameSource:
         self._fade_from: np.ndarray | None = None
         self._fade_done = 0
         self.motion = 0.0
+        self._seeds = None if seed is None else np.random.default_rng(seed)
         self._install(lamp, seed)
 
     @property
@@ -79,9 +81,13 @@ class FrameSource:
         with self._lock:
             self._pending_guard = config
 
+    def _next_seed(self) -> int | None:
+        """The seed of the next fresh dream: drawn from the source's seed, or None (random)."""
+        return None if self._seeds is None else int(self._seeds.integers(2**63))
+
     def reseed(self, reason: str, seed: int | None = None) -> None:
         """Start a fresh dream now (producer thread), cross-faded from the last frame."""
-        self.dream.reseed(seed)
+        self.dream.reseed(self._next_seed() if seed is None else seed)
         self.guard.reset()
         self._last_raw = None
         self.metrics.reseeds.labels(reason).inc()
@@ -97,7 +103,7 @@ class FrameSource:
             self.guard = DriftGuard(config=guard, reference=self.lamp.reference,
                                     lamp_fps=self.lamp.data.lamp_fps, latent_size=self.lamp.latent_size)
         if lamp is not None:
-            self._install(lamp, None)
+            self._install(lamp, self._next_seed())
             self._last_raw = None
             self._start_fade()
         elif reason is not None:

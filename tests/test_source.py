@@ -38,6 +38,18 @@ def test_the_same_seed_dreams_the_same_frames():
     assert np.array_equal(a.next_batch(6), b.next_batch(6))
 
 
+def test_a_seeded_source_dreams_the_same_frames_across_reseeds():
+    runs = []
+    for _ in range(2):
+        src, _ = source()
+        frames = [src.next_batch(4)]
+        src.request_reseed("manual")
+        frames += [src.next_batch(4), src.next_batch(4)]
+        runs.append((np.concatenate(frames), src.dream.seed))
+    assert np.array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1] != 3  # a new dream, drawn from the source's seed
+
+
 def test_a_reseed_cross_fades_from_the_last_frame(monkeypatch):
     src, registry = source(make_lamp(contrast=100), crossfade_frames=10)
     last = src.next_batch(8)[-1]
@@ -48,7 +60,7 @@ def test_a_reseed_cross_fades_from_the_last_frame(monkeypatch):
     faded = src.next_batch(12)
     assert metric(registry, "lavalamp_reseeds_total", {"reason": "manual"}) == 1
     cut = diff(decoded[0][0], last)  # the jump a viewer would see without the fade
-    assert cut > 2
+    assert cut > 2, cut
     assert diff(faded[0], last) < 0.2 * cut  # starts at the old picture
     steps = [diff(a, b) for a, b in zip([last, *faded], faded)]
     natural = max(diff(a, b) for a, b in zip(decoded[0], decoded[0][1:]))
