@@ -225,11 +225,12 @@ class Daemon:
         self.producer = Producer(source=self.source, ring=self.ring, metrics=self.metrics,
                                  config=c.buffer, torch_threads=c.model.torch_threads,
                                  fault=fault_from_env())
-        self.producer.start()
-        stack.callback(self._stop_producer)
         self.schedule = Schedule(config=c.schedule, model_path=self.model_path(),
                                  on_reseed=lambda: self.source.request_reseed("schedule"),
                                  on_model_change=self._reload_model)
+        self.producer.pause(not self.schedule.display_on)  # off hours: generate nothing at all
+        self.producer.start()
+        stack.callback(self._stop_producer)
         self.schedule.start()
         stack.callback(self.schedule.shutdown)
         renderer_class = HeadlessRenderer if self.headless else PygameRenderer
