@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -11,7 +13,12 @@ NOISE_BLOCK = 1024  # steps of random numbers drawn at once
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+    """Logistic function of a fresh array (overwritten in place)."""
+    x *= 0.5
+    np.tanh(x, out=x)
+    x += 1.0
+    x *= 0.5
+    return x
 
 
 class LatentStepper:
@@ -27,6 +34,10 @@ class LatentStepper:
         self.layers = [self._layer_weights(rnn.core, i) for i in range(c.num_layers)]
         self.head_w = rnn.head.weight.detach().cpu().numpy().astype(np.float32)
         self.head_b = rnn.head.bias.detach().cpu().numpy().astype(np.float32)
+        k, rows = c.components, 2 * c.latent_size
+        self._mixture = self.head_w[:k], self.head_b[:k]
+        spans = [slice(k + i * rows, k + (i + 1) * rows) for i in range(k)]  # mu and log sigma of each
+        self._gaussians = [(self.head_w[span], self.head_b[span]) for span in spans]
         self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
@@ -73,18 +84,32 @@ class LatentStepper:
         new = []
         for (w_ih, w_hh, b_ih, b_hh), s in zip(self.layers, state):
             if self.config.cell == "gru":
-                gi, gh = w_ih @ x + b_ih, w_hh @ s + b_hh
+                gi = np.dot(w_ih, x)
+                gi += b_ih
+                gh = np.dot(w_hh, s)
+                gh += b_hh
                 H = s.shape[0]
-                rz = _sigmoid(gi[:2 * H] + gh[:2 * H])
-                n = np.tanh(gi[2 * H:] + rz[:H] * gh[2 * H:])
-                x = n + rz[H:] * (s - n)
+                rz = gi[:2 * H]
+                rz += gh[:2 * H]
+                rz = _sigmoid(rz)
+                n = gh[2 * H:]
+                n *= rz[:H]
+                n += gi[2 * H:]
+                n = np.tanh(n, out=n)
+                x = s - n
+                x *= rz[H:]
+                x += n
                 new.append(x)
             else:
                 h, c = s
-                g = w_ih @ x + w_hh @ h + (b_ih + b_hh)
+                g = np.dot(w_ih, x)
+                g += np.dot(w_hh, h)
+                g += b_ih
+                g += b_hh
                 H = h.shape[0]
-                gates = _sigmoid(g)  # input, forget, (unused), output
-                c = gates[H:2 * H] * c + gates[:H] * np.tanh(g[2 * H:3 * H])
+                candidate = np.tanh(g[2 * H:3 * H])
+                gates = _sigmoid(g)  # input, forget, (overwritten candidate), output
+                c = gates[H:2 * H] * c + gates[:H] * candidate
                 x = gates[3 * H:] * np.tanh(c)
                 new.append((x, c))
         return x, new
@@ -94,21 +119,28 @@ class LatentStepper:
         c, d = self.config, self.config.latent_size
         if c.head == "deterministic":
             return self.head_w @ hidden + self.head_b
-        k = c.components
-        logits = self.head_w[:k] @ hidden + self.head_b[:k]
-        pick = int(np.argmax(logits / self.temperature + gumbel))
-        rows = slice(k + pick * 2 * d, k + (pick + 1) * 2 * d)  # only the chosen Gaussian
-        raw = self.head_w[rows] @ hidden + self.head_b[rows]
-        mu, log_sigma = raw[:d], raw[d:]
-        sigma = np.exp(np.clip(log_sigma, LOG_SIGMA_MIN, LOG_SIGMA_MAX)) * np.sqrt(self.temperature)
-        return mu + sigma * normal
+        pi_w, pi_b = self._mixture
+        logits = np.dot(pi_w, hidden)
+        logits += pi_b
+        logits *= 1.0 / self.temperature
+        logits += gumbel
+        w, b = self._gaussians[int(logits.argmax())]  # only the chosen Gaussian is computed
+        raw = np.dot(w, hidden)
+        raw += b
+        sigma = np.minimum(np.maximum(raw[d:], LOG_SIGMA_MIN), LOG_SIGMA_MAX)
+        np.exp(sigma, out=sigma)
+        sigma *= math.sqrt(self.temperature)
+        sigma *= normal
+        sigma += raw[:d]
+        return sigma
 
     def advance(self, x: np.ndarray, value: np.ndarray) -> np.ndarray:
         """Current latent and head value -> next latent (residual step, sphere projection)."""
         nxt = x + value if self.config.residual else value
         if self.config.sphere:
-            nxt = nxt - nxt.mean()
-            nxt = nxt / max(float(np.sqrt(np.dot(nxt, nxt) / nxt.shape[0])), 1e-6)
+            d = nxt.shape[0]
+            nxt -= np.add.reduce(nxt) / d
+            nxt *= 1.0 / max(math.sqrt(np.dot(nxt, nxt) / d), 1e-6)
         return nxt.astype(np.float32, copy=False)
 
     def run(self, x: np.ndarray, state: list, steps: int,
