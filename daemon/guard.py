@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from lavalamp.models.latent import EPS, LatentStats, latent_stats, renormalize
@@ -27,6 +28,9 @@ NOTHING = Action("none")
 class DriftGuard:
     """Pure logic on latents (n,D) and frame motion; the frame source carries out its actions.
 
+    Kept in float64 NumPy: it runs on every batch, and on windows this small NumPy's per-call
+    cost is a fraction of torch's.
+
     Soft drift of the window's mean/std renormalizes; hard drift of any moment, a non-finite
     latent, a frozen dream or a return to an old state reseeds. Non-finite latents always
     reseed, even with the guard disabled: they can never be shown.
@@ -37,11 +41,12 @@ class DriftGuard:
         self.config = config
         self.reference = reference
         self.lamp_fps = lamp_fps
-        self._window = torch.zeros(config.window_frames, latent_size, dtype=torch.float64)
+        self._window = np.zeros((config.window_frames, latent_size))
         self._loop_stride = max(1, round(lamp_fps))
         self._loop_min_age = math.ceil(config.loop_min_age_s * lamp_fps)
         slots = math.ceil(config.loop_memory_s * lamp_fps / self._loop_stride)
-        self._loop = torch.zeros(min(max(slots, 1), LOOP_SLOTS), latent_size, dtype=torch.float64)
+        self._loop = np.zeros((min(max(slots, 1), LOOP_SLOTS), latent_size))
+        self._loop_squares = np.zeros(len(self._loop))  # squared norm of each remembered latent
         self._freeze_frames = math.ceil(config.freeze_s * lamp_fps)
         self.stats = LatentStats(*(float("nan"),) * 4)
         self.reset()
@@ -49,7 +54,7 @@ class DriftGuard:
     def reset(self) -> None:
         """Forget the past (after a reseed: the new dream starts with a clean slate)."""
         self._count = 0  # latents seen since the reset
-        self._loop_steps = torch.zeros(len(self._loop), dtype=torch.long)
+        self._loop_steps = np.zeros(len(self._loop), np.int64)
         self._loop_count = 0
         self._frozen_run = 0
 
@@ -58,10 +63,12 @@ class DriftGuard:
         """Distance of the window's statistics from the reference."""
         return self.stats.distance(self.reference)
 
-    def check_latents(self, latents: torch.Tensor) -> Action:
+    def check_latents(self, latents: torch.Tensor | np.ndarray) -> Action:
         """Take in the newest latents (n,D); say whether the dream must be corrected."""
-        latents = latents.detach().to("cpu", torch.float64)
-        if not torch.isfinite(latents).all():
+        if isinstance(latents, torch.Tensor):
+            latents = latents.detach().cpu().numpy()
+        latents = np.asarray(latents, np.float64)
+        if not np.isfinite(latents).all():
             return Action("reseed", "non_finite")
         looped = self._check_loop(latents) if self.config.enabled else False
         self._push_window(latents)
@@ -87,8 +94,8 @@ class DriftGuard:
         """`latent` (...,D) moved onto the reference mean/std; the window is moved with it."""
         current = self.stats
         filled = min(self._count, len(self._window))
-        self._window[:filled] = renormalize(self._window[:filled], current, self.reference,
-                                            self.config.renormalize_strength)
+        self._window[:filled] = renormalize(torch.from_numpy(self._window[:filled]), current,
+                                            self.reference, self.config.renormalize_strength).numpy()
         self.stats = latent_stats(self._window[:filled])
         return renormalize(latent, current, self.reference, self.config.renormalize_strength)
 
@@ -100,25 +107,28 @@ class DriftGuard:
             return Action("reseed", "frozen")
         return NOTHING
 
-    def _push_window(self, latents: torch.Tensor) -> None:
+    def _push_window(self, latents: np.ndarray) -> None:
         size = len(self._window)
-        for i, z in enumerate(latents[-size:]):
-            self._window[(self._count + i) % size] = z
+        kept = latents[-size:]
+        self._window[(self._count + np.arange(len(kept))) % size] = kept
         self._count += len(latents)
 
-    def _check_loop(self, latents: torch.Tensor) -> bool:
+    def _check_loop(self, latents: np.ndarray) -> bool:
         """Whether any new latent comes back near a latent at least loop_min_age old; remember some."""
-        steps = self._count + torch.arange(len(latents))
+        steps = self._count + np.arange(len(latents))
         filled = min(self._loop_count, len(self._loop))
         looped = False
         if filled:
-            age = steps[:, None] - self._loop_steps[None, :filled]  # (n, filled)
-            gap = torch.cdist(latents, self._loop[:filled]).masked_fill_(age < self._loop_min_age,
-                                                                         math.inf)
-            limit = self.config.loop_distance * latents.norm(dim=-1).clamp_min(EPS)
-            looped = bool((gap.min(dim=1).values < limit).any())
-        for i in torch.nonzero(steps % self._loop_stride == 0).flatten().tolist():
+            squares = np.einsum("ij,ij->i", latents, latents)
+            gap2 = (squares[:, None] + self._loop_squares[None, :filled]
+                    - 2.0 * latents @ self._loop[:filled].T)  # squared distances (n, filled)
+            young = steps[:, None] - self._loop_steps[None, :filled] < self._loop_min_age
+            gap2[young] = np.inf
+            limit = self.config.loop_distance * np.sqrt(np.maximum(squares, EPS**2))
+            looped = bool((gap2.min(axis=1) < limit * limit).any())
+        for i in np.flatnonzero(steps % self._loop_stride == 0):
             slot = self._loop_count % len(self._loop)
             self._loop[slot], self._loop_steps[slot] = latents[i], steps[i]
+            self._loop_squares[slot] = float(np.dot(latents[i], latents[i]))
             self._loop_count += 1
         return looped

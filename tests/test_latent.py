@@ -22,6 +22,15 @@ def test_stats_see_skew_and_heavy_tails():
     assert stats.skew == pytest.approx(2.0, abs=0.2) and stats.kurtosis == pytest.approx(9, abs=1.5)
 
 
+def test_stats_are_the_moments_of_the_penalty_for_tensors_and_arrays():
+    from lavalamp.models.latent import moments
+
+    x = torch.randn(256, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64) ** 3
+    expected = [float(m) for m in moments(x)]
+    assert list(latent_stats(x)) == pytest.approx(expected, rel=1e-9)
+    assert list(latent_stats(x.numpy())) == pytest.approx(expected, rel=1e-9)
+
+
 def test_stats_of_non_finite_latents_are_nan():
     x = torch.randn(10, 4)
     x[3, 2] = float("inf")
