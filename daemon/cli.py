@@ -17,13 +17,20 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "lavalamp.commands"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser with every installed subcommand registered."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every installed subcommand registered, or just `only` when it is one.
+
+    Registering a subcommand imports its module, so `lavalamp run` loads only the daemon, never
+    the trainer, the simulator or the evaluator; `--help` and unknown commands load them all.
+    """
     parser = argparse.ArgumentParser(
         prog="lavalamp", description="An endless lava lamp dreamed by a neural network.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    commands = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    if only in {ep.name for ep in commands}:
+        commands = [ep for ep in commands if ep.name == only]
+    for ep in commands:
         register: Callable[[argparse._SubParsersAction], None] = ep.load()
         register(subparsers)
     return parser
@@ -31,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run one subcommand, return its exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

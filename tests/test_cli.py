@@ -17,7 +17,20 @@ def lavalamp(*args, cwd=None):
 def test_version_and_help():
     assert lavalamp("--version").stdout.strip() == f"lavalamp {__version__}"
     help_text = lavalamp("--help").stdout
-    assert "check-config" in help_text
+    for command in ("run", "render", "train", "simulate", "eval", "check-config", "install-service"):
+        assert command in help_text
+
+
+def test_a_command_loads_only_its_own_module():
+    """`lavalamp run` never imports the trainer, the simulator or the evaluator."""
+    check = ("import sys, contextlib, io\n"
+             "from lavalamp.daemon.cli import main\n"
+             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+             "    main(['run', '--help'])\n"
+             "print(sorted(m for m in sys.modules if m.startswith('lavalamp.train')))")
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]"
 
 
 def test_no_subcommand_prints_help_and_exits_2():
