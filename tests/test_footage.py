@@ -101,6 +101,19 @@ def test_frame_step_keeps_every_nth_frame(tmp_path):
     assert footage.fps == 30.0 and footage.lamp_fps == 5.0
 
 
+def test_mirror_adds_each_clip_mirrored_as_a_sequence_of_its_own(tmp_path):
+    frames = np.zeros((40, 64, 64, 3), np.uint8)
+    frames[:, :, :16, 0] = np.arange(40)[:, None, None] * 5  # a left edge that changes over time
+    source = write_npz(tmp_path / "clip.npz", frames)
+    footage = load_footage([source], FootageConfig(mirror=True, val_fraction=0.25))
+    plain, mirrored = footage.sequences
+    assert np.array_equal(mirrored, plain[:, :, ::-1]) and mirrored[:, :, -16:, 0].any()
+    assert footage.names == ["clip.npz", "clip.npz (mirrored)"]
+    assert [len(t) for t in footage.train] == [30, 30] and [len(v) for v in footage.val] == [10, 10]
+    assert np.array_equal(footage.val[1][0], plain[30, :, ::-1])  # the same moments held out
+    assert "mirrored" in footage.description and footage.fps == 30.0
+
+
 def test_dedupe_recovers_the_distinct_frames_of_a_2_2_3_2_3_pattern(tmp_path):
     distinct = coloured_frames(10, 64, 64)
     rng = np.random.default_rng(0)

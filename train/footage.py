@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import zipfile
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence
@@ -76,6 +77,10 @@ class FootageConfig:
     """Frame rate assumed for a folder of images, or an .npz without `fps`."""
     val_fraction: float = 0.1
     """The last share of each sequence (in time) held out for validation; 0 = none."""
+    mirror: bool = False
+    """Also train on each sequence mirrored left-right, as a sequence of its own: twice the data
+    from a short clip (wax physics has no left or right), for footage whose glare and background
+    look right mirrored."""
 
     def __post_init__(self) -> None:
         if self.frame_size not in FRAME_SIZES:
@@ -132,6 +137,13 @@ class Footage:
         tails = [s[len(s) - _val_length(len(s), self.val_fraction):] for s in self.sequences]
         return [t for t in tails if len(t)]
 
+    def mirrored(self) -> "Footage":
+        """This footage plus each sequence mirrored left-right (a sequence of its own)."""
+        return dataclasses.replace(
+            self, sequences=self.sequences + [np.ascontiguousarray(s[:, :, ::-1]) for s in self.sequences],
+            names=self.names + [f"{n} (mirrored)" for n in self.names], source_fps=self.source_fps * 2,
+            description=f"{self.description}; each also mirrored left-right")
+
     def data_info(self) -> DataInfo:
         """What the checkpoint records about this footage."""
         return DataInfo(fps=self.fps, frame_step=self.frame_step, description=self.description)
@@ -160,6 +172,8 @@ def load_footage(sources: Sequence[str | Path], config: FootageConfig | None = N
     footage = Footage(sequences=sequences, names=[r.path.name for r in readers], source_fps=fps,
                       frame_step=config.frame_step, val_fraction=config.val_fraction,
                       description="; ".join(lines))
+    if config.mirror:
+        footage = footage.mirrored()
     log.info("footage: %s", footage.description)
     return footage
 

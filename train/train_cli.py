@@ -58,6 +58,9 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
                          help="frame rate of image folders and .npz files without fps")
     footage.add_argument("--val-fraction", type=float, default=0.1,
                          help="last share of each clip held out for validation")
+    footage.add_argument("--mirror", action="store_true",
+                         help="also train on each clip mirrored left-right (twice the data from a "
+                              "short clip; for footage whose glare and background look right mirrored)")
     model = p.add_argument_group("model and training (see lavalamp.train.trainer.TrainConfig)")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "minutes":
@@ -124,7 +127,7 @@ def _settings(args: argparse.Namespace) -> dict:
     train.update(_budget(args))
     crop = _crop(args.crop) if args.crop else None
     footage = {"crop": crop, "auto_crop": args.auto_crop, "dedupe_threshold": args.dedupe,
-               "default_fps": args.default_fps, "val_fraction": args.val_fraction}
+               "default_fps": args.default_fps, "val_fraction": args.val_fraction, "mirror": args.mirror}
     return {"train": train, "footage": footage,
             "sources": [str(Path(s).resolve()) for s in args.sources],
             "simulator": {"clips": args.sim_clips, "frames": args.sim_frames, "seed": args.sim_seed,
