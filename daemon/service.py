@@ -240,8 +240,10 @@ class Daemon:
         stack.callback(self.renderer.close)
 
     def _stop_producer(self) -> None:
-        if not self.producer.stop(timeout=PRODUCER_JOIN_S):
-            log.warning("producer thread still busy after %.1f s; leaving it behind", PRODUCER_JOIN_S)
+        hung = self.producer.heartbeat_age() >= self.config.buffer.stall_s
+        wait = 0.0 if hung else PRODUCER_JOIN_S  # a hung thread will not answer: do not wait for it
+        if not self.producer.stop(timeout=wait):
+            log.warning("producer thread still busy after %.1f s; leaving it behind", wait)
 
     def _reload_model(self) -> None:
         log.info("loading %s on the side", self.model_path())
