@@ -44,9 +44,10 @@ def test_eval_writes_a_complete_report_and_contact_sheet(tmp_path, reference, ca
     np.savez(tmp_path / "ref.npz", frames=reference, fps=FPS)
     code = main(["eval", "--model", str(tmp_path / "lamp.safetensors"), "--reference",
                  str(tmp_path / "ref.npz"), "--frames", "40", "--skip", "5", "--critic-steps", "5",
-                 "--out", str(tmp_path / "out")])
+                 "--critic-seeds", "2", "--out", str(tmp_path / "out")])
     assert code == 0
-    assert "critic accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "critic accuracy" in printed and "+-" in printed  # mean +- spread of the two critics
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["generation"]["frames"] == 40 and report["generation"]["skip"] == 5
     assert report["reference"]["lamp_rate_step"] == STEP and report["reference"]["lamp_rate_frames"] == 40
@@ -60,10 +61,31 @@ def test_eval_writes_a_complete_report_and_contact_sheet(tmp_path, reference, ca
     assert len(report["colour"]["generated_mean_rgb"]) == 3
     for name in ("frames", "clips", "reference_baseline_frames", "reference_baseline_clips"):
         assert 0 <= report["critic"][name]["accuracy"] <= 1
+        assert len(report["critic"][name]["accuracy_runs"]) == 2
         assert min(report["critic"][name]["test_examples"]) > 0
         assert 0 < report["critic"][name]["chance_standard_error"] < 0.5
     with Image.open(tmp_path / "out" / "contact_sheet.png") as sheet:
         assert sheet.height == 4 * (64 + 2)  # reference/generated, spread/consecutive
+
+
+def test_several_critic_seeds_give_a_mean_and_a_spread(reference):
+    shifted = np.roll(reference, STEP, axis=0)
+    one = compare(shifted, reference, critic_steps=30)["critic"]["frames"]
+    three = compare(shifted, reference, critic_steps=30, critic_seeds=3)["critic"]["frames"]
+    assert one["accuracy_runs"] == [one["accuracy"]] and one["accuracy_spread"] == 0
+    assert len(three["accuracy_runs"]) == 3 and three["accuracy_runs"][0] == one["accuracy"]
+    assert three["accuracy"] == pytest.approx(np.mean(three["accuracy_runs"]))
+    assert three["accuracy_spread"] == pytest.approx(np.std(three["accuracy_runs"]))
+    assert len(set(three["accuracy_runs"])) > 1  # each critic starts from its own seed
+
+
+def test_critic_seeds_out_of_range_exit_2(tmp_path, reference, capsys):
+    save_lamp(make_lamp(), tmp_path / "lamp.safetensors")
+    np.savez(tmp_path / "ref.npz", frames=reference, fps=FPS)
+    code = main(["eval", "--model", str(tmp_path / "lamp.safetensors"), "--reference",
+                 str(tmp_path / "ref.npz"), "--critic-seeds", "0", "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "--critic-seeds" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_critic_cannot_tell_the_reference_from_itself_shifted(reference):

@@ -93,6 +93,9 @@ BASELINE_BLOCKS = 8
 """The reference baseline splits the reference into this many alternating blocks (A, B, A, ...)."""
 CONTACT_COLUMNS = 8
 """Frames per row of the contact sheet."""
+MAX_CRITIC_SEEDS = 20
+CRITIC_SEED_STRIDE = 1000
+"""Critic k of a test is seeded with the test's seed + k * CRITIC_SEED_STRIDE (k = 0 is the old one)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,12 +118,18 @@ class EvalConfig:
     """Training steps of each critic (batches of `critic_batch`)."""
     critic_batch: int = 64
     """Examples per critic step, half from each side."""
+    critic_seeds: int = 1
+    """Critics trained per test, each from its own seed; the report gives their mean accuracy and
+    spread (a single critic's accuracy moves by a few points from seed to seed)."""
 
     def __post_init__(self) -> None:
         if self.frames < 2 * CLIP_FRAMES:
             raise ValueError(f"frames must be at least {2 * CLIP_FRAMES}, got {self.frames}")
         if self.skip < 0 or self.min_gap_steps < 1 or self.critic_steps < 0:
             raise ValueError(f"skip >= 0, min_gap_steps >= 1 and critic_steps >= 0 are required: {self}")
+        if not 1 <= self.critic_seeds <= MAX_CRITIC_SEEDS:
+            raise ValueError(f"critic seeds (--critic-seeds) must be in 1..{MAX_CRITIC_SEEDS}, "
+                             f"got {self.critic_seeds}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
 
@@ -410,9 +419,20 @@ def critics(generated: np.ndarray, reference: np.ndarray, step: int, config: Eva
         "reference_baseline_clips": (Examples(ref, ref_clip_starts[a], clip * step),
                                      Examples(ref, ref_clip_starts[b], clip * step)),
     }
-    return {name: critic_test(real, fake, steps=config.critic_steps, batch=config.critic_batch,
-                              seed=config.seed + i)
+    return {name: repeated_critic_test(real, fake, config, seed=config.seed + i)
             for i, (name, (real, fake)) in enumerate(pairs.items())}
+
+
+def repeated_critic_test(real: Examples, fake: Examples, config: EvalConfig, *, seed: int) -> dict[str, Any]:
+    """`config.critic_seeds` critic tests from different seeds: mean accuracies, each run's, the spread."""
+    runs = [critic_test(real, fake, steps=config.critic_steps, batch=config.critic_batch,
+                        seed=seed + k * CRITIC_SEED_STRIDE) for k in range(config.critic_seeds)]
+    result = dict(runs[0])
+    for key in ("accuracy", "reference_accuracy", "generated_accuracy"):
+        result[key] = float(np.mean([r[key] for r in runs]))
+    result["accuracy_runs"] = [r["accuracy"] for r in runs]
+    result["accuracy_spread"] = float(np.std(result["accuracy_runs"]))
+    return result
 
 
 # ---------------------------------------------------------------- report
@@ -516,12 +536,18 @@ def summary(report: dict[str, Any]) -> str:
         f"{_pct(ref_rep and ref_rep['near_duplicate_share'])}",
         f"colour: mean RGB distance {col['mean_rgb_distance']:.1f}, histogram distance "
         f"{col['histogram_distance']:.2f} (reference A/B {col['reference_baseline_histogram_distance']:.2f})",
-        f"critic accuracy (0.5 = indistinguishable): frames {cr['frames']['accuracy']:.2f} (reference A/B "
-        f"{cr['reference_baseline_frames']['accuracy']:.2f}), clips {cr['clips']['accuracy']:.2f} "
-        f"(reference A/B {cr['reference_baseline_clips']['accuracy']:.2f})",
+        f"critic accuracy (0.5 = indistinguishable): frames {_acc(cr['frames'])} (reference A/B "
+        f"{_acc(cr['reference_baseline_frames'])}), clips {_acc(cr['clips'])} "
+        f"(reference A/B {_acc(cr['reference_baseline_clips'])})",
         f"latent drift: max distance from reference {_fmt(report['latent_drift']['max_distance_from_reference'])}, "
         f"last window {_fmt(report['latent_drift']['last_distance_from_reference'])}",
     ])
+
+
+def _acc(test: dict[str, Any]) -> str:
+    """A critic's accuracy, with the spread across seeds when there were several."""
+    spread = f" +- {test['accuracy_spread']:.2f}" if len(test["accuracy_runs"]) > 1 else ""
+    return f"{test['accuracy']:.2f}{spread}"
 
 
 def _fmt(value: float | None) -> str:
@@ -552,6 +578,9 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
                    help="sampling temperature relative to the lamp's calibrated one (default 1)")
     p.add_argument("--critic-steps", type=int, default=defaults.critic_steps, metavar="N",
                    help="training steps of each critic")
+    p.add_argument("--critic-seeds", type=int, default=defaults.critic_seeds, metavar="N",
+                   help="critics per test, each from its own seed: mean accuracy and spread "
+                        f"(1..{MAX_CRITIC_SEEDS}; the critics take N times as long)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for report.json and contact_sheet.png")
     p.set_defaults(func=run_eval)
 
@@ -561,7 +590,8 @@ def run_eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         config = EvalConfig(frames=args.frames, skip=args.skip, seed=args.seed,
-                            temperature=args.temperature, critic_steps=args.critic_steps)
+                            temperature=args.temperature, critic_steps=args.critic_steps,
+                            critic_seeds=args.critic_seeds)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out}: exists and is not a folder")
     except ValueError as exc:
