@@ -26,7 +26,7 @@ test: $(STAMP)
 # Retrain the shipped default lamp from the simulator (see README, "The default lamp").
 default-lamp: $(STAMP)
 	$(VENV)/bin/lavalamp train --sim-clips 48 --sim-frames 800 --sim-palette classic --seed 0 \
-		--vae-steps 2000 --rnn-steps 8000 --frame-step 10 --kl-weight 0.5 --rollout 8 \
+		--vae-steps 2000 --refine-steps 500 --rnn-steps 8000 --frame-step 10 --kl-weight 0.5 --rollout 8 \
 		--rollout-weight 0.5 --context-noise 0.03 --threads 2 --name default-lamp \
 		--run-dir runs/default-lamp --out models/default_lamp.safetensors
 

@@ -54,11 +54,41 @@ def test_train_writes_a_loadable_lamp_and_a_run_folder(tmp_path, clip):
     assert lamp.frame_size == 64 and lamp.latent_size == 6 and lamp.data.fps == 30.0
     assert lamp.data.frame_step == 2 and lamp.data.lamp_fps == 15.0
     assert "clip.npz" in lamp.data.description
-    assert lamp.training["stages"]["vae"]["step"] == 6
-    for stage in ("vae", "rnn"):
+    assert lamp.training["stages"]["vae"]["step"] == 6 and lamp.training["stages"]["refine"]["step"] == 6
+    for stage in ("vae", "refine", "rnn"):
         for name in ("losses.csv", "losses.png", "samples.png", "dream.gif", "state.pt"):
             assert (run / stage / name).stat().st_size > 0, f"{stage}/{name}"
     assert (run / "settings.json").exists() and (run / "latents.npz").exists()
+
+
+def test_refinement_sharpens_only_the_decoder(tmp_path, clip):
+    """The refine stage lowers the decoder's error on the encoder's means; the encoder is untouched."""
+    from lavalamp.models.vae import VAE
+    from lavalamp.train.losses import RefineLoss
+    from lavalamp.train.trainer import TrainConfig
+
+    torch.manual_seed(0)
+    vae = VAE(TrainConfig(base_channels=4, latent_size=6).vae_config()).eval()
+    vae.encoder.requires_grad_(False)
+    frames = torch.from_numpy(moving_blob_clip(16, 1)).permute(0, 3, 1, 2).float() / 255
+    encoder = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
+    loss = RefineLoss(vae)
+    optimizer = torch.optim.Adam(vae.decoder.parameters(), lr=3e-3)
+    first = float(loss(frames)[0])
+    for _ in range(60):
+        value, _ = loss(frames)
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+    _, parts = loss(frames)
+    assert float(parts["loss"]) < 0.7 * first
+    assert all(torch.equal(v, vae.encoder.state_dict()[k]) for k, v in encoder.items())
+
+    run = tmp_path / "run"
+    train(str(clip), "--run-dir", str(run), *TINY[2:], "--vae-steps", "6", "--refine-steps", "0",
+          "--rnn-steps", "6")
+    lamp = load_lamp(run / "lamp.safetensors")
+    assert "skipped" in lamp.training["stages"]["refine"] and not (run / "refine").exists()
 
 
 def test_same_seed_same_lamp(tmp_path, clip):

@@ -27,7 +27,7 @@ from lavalamp.models.video import write_video
 from .evaluate import step_motion
 from .footage import Footage
 from .distributed import World, barrier, mean_across, rank0_decides
-from .losses import RNNLoss, VAELoss
+from .losses import RefineLoss, RNNLoss, VAELoss
 from .runlog import LossLog, Progress, contact_sheet
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 START_CONTEXTS = 64
 START_CONTEXT_STEPS = 8
-STAGE_SEEDS = {"vae": 1, "rnn": 2}
+STAGE_SEEDS = {"vae": 1, "rnn": 2, "refine": 3}
 CALIBRATION_TEMPERATURES = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
 CALIBRATION_TOLERANCE = 1.1
 CALIBRATION_DREAMS = 2
@@ -84,8 +84,14 @@ class TrainConfig:
     """Weight of duralava's normality penalties (deterministic head only)."""
     rnn_lr: float = 1e-3
     """Peak learning rate of the RNN (cosine decay over the stage's budget)."""
+    refine_steps: int = 500
+    """Steps sharpening the decoder on the encoder's means after the VAE (0 = none)."""
+    refine_lr: float = 1e-4
+    """Peak learning rate of the decoder refinement."""
     vae_share: float = 0.6
-    """Share of a --minutes budget given to the VAE; the RNN gets the rest."""
+    """Share of a --minutes budget given to the VAE and the refinement; the RNN gets the rest."""
+    refine_share: float = 0.06
+    """Share of a --minutes budget given to the refinement, out of vae_share (0 = none)."""
     minutes: float | None = None
     """Total wall-clock budget of the run in minutes (None = use step budgets)."""
     vae_steps: int = 2000
@@ -108,6 +114,9 @@ class TrainConfig:
             raise ValueError(f"minutes must be positive, got {self.minutes}")
         if not 0 < self.vae_share < 1:
             raise ValueError(f"vae_share must be in (0,1), got {self.vae_share}")
+        if not 0 <= self.refine_share < self.vae_share or self.refine_steps < 0:
+            raise ValueError(f"need 0 <= refine_share < vae_share and refine_steps >= 0, got "
+                             f"{self.refine_share} and {self.refine_steps}")
 
     def vae_config(self) -> VAEConfig:
         """Architecture of the decoder stage."""
@@ -163,11 +172,12 @@ class Budget:
 
 
 def stage_budget(run: Run, stage: str) -> Budget:
-    """The budget of 'vae' or 'rnn' from the run's config."""
+    """The budget of 'vae', 'refine' or 'rnn' from the run's config."""
     c = run.config
     if c.minutes is None:
-        return Budget(steps=c.vae_steps if stage == "vae" else c.rnn_steps, seconds=None)
-    share = c.vae_share if stage == "vae" else 1 - c.vae_share
+        return Budget(steps={"vae": c.vae_steps, "refine": c.refine_steps, "rnn": c.rnn_steps}[stage],
+                      seconds=None)
+    share = {"vae": c.vae_share - c.refine_share, "refine": c.refine_share, "rnn": 1 - c.vae_share}[stage]
     return Budget(steps=0, seconds=c.minutes * 60 * share)
 
 
@@ -282,9 +292,7 @@ def train_vae(run: Run, clips: Footage) -> tuple[VAE, dict[str, Any]]:
     """Stage 1: the VAE that maps frames to latents and back."""
     torch.manual_seed(run.config.seed)
     vae = VAE(run.config.vae_config()).to(run.device)
-    pool = np.concatenate(clips.train)
-    val = np.concatenate(clips.val) if clips.val else pool[-256:]
-    val = val[np.linspace(0, len(val) - 1, min(256, len(val))).astype(int)]
+    pool, val = _vae_frames(clips)
     loss = VAELoss(vae, kl_weight=run.config.kl_weight)
 
     def batch(rng: np.random.Generator) -> torch.Tensor:
@@ -301,9 +309,51 @@ def train_vae(run: Run, clips: Footage) -> tuple[VAE, dict[str, Any]]:
     return vae, summary
 
 
+class _KeptStatistics(nn.Module):
+    """A decoder trained with its batch-norm statistics kept as the VAE learned them."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def train(self, mode: bool = True) -> "_KeptStatistics":
+        return super().train(False)
+
+
+def refine_decoder(run: Run, vae: VAE, clips: Footage) -> dict[str, Any]:
+    """Stage 1b: the decoder sharpened on the encoder's means (RefineLoss); the encoder stays as is."""
+    budget = stage_budget(run, "refine")
+    if not (budget.steps or budget.seconds):
+        return {"skipped": "no refinement budget"}
+    vae.encoder.requires_grad_(False)
+    pool, val = _vae_frames(clips)
+    loss = RefineLoss(vae)
+
+    def batch(rng: np.random.Generator) -> torch.Tensor:
+        return to_tensor(pool[rng.integers(len(pool), size=run.config.vae_batch)])
+
+    def validate() -> dict[str, float]:
+        _, parts = loss(to_tensor(val).to(run.device))
+        return {"psnr": float(parts["psnr"]), "l1": float(parts["l1"])}
+
+    summary = optimize(run, "refine", _KeptStatistics(vae.decoder), loss, batch, run.config.refine_lr,
+                       validate)
+    vae.eval()
+    if run.world.main:
+        _vae_pictures(run, vae, val, "refine")
+    return summary
+
+
+def _vae_frames(clips: Footage) -> tuple[np.ndarray, np.ndarray]:
+    """Training frames of every clip in one pool, and up to 256 validation frames spread in time."""
+    pool = np.concatenate(clips.train)
+    val = np.concatenate(clips.val) if clips.val else pool[-256:]
+    return pool, val[np.linspace(0, len(val) - 1, min(256, len(val))).astype(int)]
+
+
 @torch.no_grad()
-def _vae_pictures(run: Run, vae: VAE, val: np.ndarray) -> None:
-    folder = run.stage_folder("vae")
+def _vae_pictures(run: Run, vae: VAE, val: np.ndarray, stage: str = "vae") -> None:
+    folder = run.stage_folder(stage)
     pick = val[np.linspace(0, len(val) - 1, 8).astype(int)]
     recon = frames_to_uint8(vae(to_tensor(pick).to(run.device))[0])
     contact_sheet([pick, recon], folder / "samples.png")
@@ -440,9 +490,11 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     if run.world.main:
         run.folder.mkdir(parents=True, exist_ok=True)
     vae, vae_summary = train_vae(run, clips)
+    refine_summary = refine_decoder(run, vae, clips)
     latents = encode_footage(run, vae, clips)
     rnn, rnn_summary = train_rnn(run, latents)
-    lamp = build_lamp(run, vae, rnn, latents, clips, {"vae": vae_summary, "rnn": rnn_summary})
+    lamp = build_lamp(run, vae, rnn, latents, clips,
+                      {"vae": vae_summary, "refine": refine_summary, "rnn": rnn_summary})
     if run.world.main:
         lamp.training["calibration"] = calibrate_temperature(lamp, clips.train, run.config.frame_step,
                                                              run.config.seed)
