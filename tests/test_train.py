@@ -74,7 +74,7 @@ def test_refinement_sharpens_only_the_decoder(tmp_path, clip):
     encoder = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
     loss = RefineLoss(vae)
     optimizer = torch.optim.Adam(vae.decoder.parameters(), lr=3e-3)
-    first = float(loss(frames)[0])
+    first = float(loss(frames)[1]["loss"])
     for _ in range(60):
         value, _ = loss(frames)
         optimizer.zero_grad()
