@@ -240,7 +240,7 @@ class Daemon:
         stack.callback(self.renderer.close)
 
     def _stop_producer(self) -> None:
-        hung = self.producer.heartbeat_age() >= self.config.buffer.stall_s
+        hung = self._producer_hung_for() is not None
         wait = 0.0 if hung else PRODUCER_JOIN_S  # a hung thread will not answer: do not wait for it
         if not self.producer.stop(timeout=wait):
             log.warning("producer thread still busy after %.1f s; leaving it behind", wait)
@@ -398,9 +398,14 @@ class Daemon:
         if delay > 0:
             time.sleep(delay)
 
-    def _watchdog(self) -> None:
+    def _producer_hung_for(self) -> float | None:
+        """Seconds without producer progress once that counts as hung (buffer.stall_s), else None."""
         age = self.producer.heartbeat_age()
-        if age < self.config.buffer.stall_s:
+        return age if age >= self.config.buffer.stall_s else None
+
+    def _watchdog(self) -> None:
+        age = self._producer_hung_for()
+        if age is None:
             notify.notify("WATCHDOG=1")
         else:
             log.error("producer shows no progress for %.1f s: withholding the watchdog", age)
@@ -410,8 +415,8 @@ class Daemon:
         if not on:
             notify.notify("STATUS=display off by schedule")
             return
-        age = self.producer.heartbeat_age()
-        if age >= self.config.buffer.stall_s:
+        age = self._producer_hung_for()
+        if age is not None:
             notify.notify(f"STATUS=producer hung for {age:.0f} s: watchdog withheld")
             return
         text = (f"STATUS={fps:.1f} fps shown, {self.producer.generation_fps:.1f} fps generation "

@@ -46,6 +46,13 @@ def save_fake_lamp(path, **kwargs) -> str:
     return str(path)
 
 
+def mean_abs_diff(a, b) -> float:
+    """Mean absolute difference of two uint8 images or frame stacks, in 8-bit levels."""
+    import numpy as np
+
+    return float(np.abs(np.asarray(a, int) - np.asarray(b, int)).mean())
+
+
 def metric(registry, name: str, labels: dict | None = None) -> float:
     """A sample's value from a private prometheus registry (0 if absent)."""
     value = registry.get_sample_value(name, labels or {})

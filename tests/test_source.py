@@ -10,7 +10,7 @@ from lavalamp.daemon.config import GuardConfig
 from lavalamp.daemon.metrics import DaemonMetrics
 from lavalamp.daemon.source import FrameSource
 
-from .fakes import make_lamp, metric
+from .fakes import make_lamp, mean_abs_diff, metric
 
 
 def source(lamp=None, **guard):
@@ -18,10 +18,6 @@ def source(lamp=None, **guard):
     src = FrameSource(lamp=lamp or make_lamp(contrast=30), metrics=DaemonMetrics(registry, process=False),
                       guard=dataclasses.replace(GuardConfig(), **guard), seed=3)
     return src, registry
-
-
-def diff(a, b):
-    return float(np.abs(a.astype(int) - b.astype(int)).mean())
 
 
 def test_batches_are_uint8_frames_of_the_lamp_size():
@@ -59,11 +55,11 @@ def test_a_reseed_cross_fades_from_the_last_frame(monkeypatch):
     src.request_reseed("manual")
     faded = src.next_batch(12)
     assert metric(registry, "lavalamp_reseeds_total", {"reason": "manual"}) == 1
-    cut = diff(decoded[0][0], last)  # the jump a viewer would see without the fade
+    cut = mean_abs_diff(decoded[0][0], last)  # the jump a viewer would see without the fade
     assert cut > 2, cut
-    assert diff(faded[0], last) < 0.2 * cut  # starts at the old picture
-    steps = [diff(a, b) for a, b in zip([last, *faded], faded)]
-    natural = max(diff(a, b) for a, b in zip(decoded[0], decoded[0][1:]))
+    assert mean_abs_diff(faded[0], last) < 0.2 * cut  # starts at the old picture
+    steps = [mean_abs_diff(a, b) for a, b in zip([last, *faded], faded)]
+    natural = max(mean_abs_diff(a, b) for a, b in zip(decoded[0], decoded[0][1:]))
     assert max(steps) < natural + 0.2 * cut  # no cut anywhere in the fade, only the lamp's motion
     assert np.array_equal(faded[-1], decoded[0][-1])  # and ends on the new dream
 

@@ -19,10 +19,10 @@ rate: it gets `FootageConfig.default_fps` (30 unless set), and the description s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import zipfile
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence

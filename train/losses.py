@@ -11,6 +11,11 @@ from lavalamp.models.rnn import HeadOutput, LatentRNN, mdn_nll
 from lavalamp.models.vae import VAE, kl_divergence
 
 
+def psnr(images: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB of images against frames, both in [0,1] (no gradient)."""
+    return -10 * torch.log10(F.mse_loss(images.detach(), frames).clamp_min(1e-10))
+
+
 class VAELoss(nn.Module):
     """Frames (B,3,S,S) -> (loss, {parts}): summed squared error per frame plus weighted KL."""
 
@@ -24,9 +29,8 @@ class VAELoss(nn.Module):
         l1 = (recon - frames).abs().flatten(1).sum(1).mean()
         kl = kl_divergence(mu, logvar).mean()
         loss = sse + self.l1_weight * l1 + self.kl_weight * kl
-        mse = F.mse_loss(recon.detach(), frames)
-        psnr = -10 * torch.log10(mse.clamp_min(1e-10))
-        return loss, {"loss": loss.detach(), "sse": sse.detach(), "kl": kl.detach(), "psnr": psnr}
+        return loss, {"loss": loss.detach(), "sse": sse.detach(), "kl": kl.detach(),
+                      "psnr": psnr(recon, frames)}
 
 
 class RNNLoss(nn.Module):
@@ -109,8 +113,8 @@ class RefineLoss(nn.Module):
         l1 = (out - frames).abs().mean()
         edges = sum((d(out) - d(frames)).abs().mean() for d in (_dx, _dy))
         loss = l1 + self.edge_weight * edges
-        psnr = -10 * torch.log10(F.mse_loss(out.detach(), frames).clamp_min(1e-10))
-        return loss, {"loss": loss.detach(), "l1": l1.detach(), "edges": edges.detach(), "psnr": psnr}
+        return loss, {"loss": loss.detach(), "l1": l1.detach(), "edges": edges.detach(),
+                      "psnr": psnr(out, frames)}
 
 
 def _dx(x: torch.Tensor) -> torch.Tensor:

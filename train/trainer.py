@@ -288,21 +288,12 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
 
 
-def train_vae(run: Run, clips: Footage) -> tuple[VAE, dict[str, Any]]:
-    """Stage 1: the VAE that maps frames to latents and back."""
+def train_vae(run: Run, pool: np.ndarray, val: np.ndarray) -> tuple[VAE, dict[str, Any]]:
+    """Stage 1: the VAE that maps frames to latents and back (frames from `image_frames`)."""
     torch.manual_seed(run.config.seed)
     vae = VAE(run.config.vae_config()).to(run.device)
-    pool, val = _vae_frames(clips)
     loss = VAELoss(vae, kl_weight=run.config.kl_weight)
-
-    def batch(rng: np.random.Generator) -> torch.Tensor:
-        return to_tensor(pool[rng.integers(len(pool), size=run.config.vae_batch)])
-
-    def validate() -> dict[str, float]:
-        _, parts = loss(to_tensor(val).to(run.device))
-        return {"psnr": float(parts["psnr"]), "kl": float(parts["kl"])}
-
-    summary = optimize(run, "vae", vae, loss, batch, run.config.vae_lr, validate)
+    summary = _optimize_on_frames(run, "vae", vae, loss, run.config.vae_lr, pool, val, ("psnr", "kl"))
     vae.eval()
     if run.world.main:
         _vae_pictures(run, vae, val)
@@ -320,35 +311,39 @@ class _KeptStatistics(nn.Module):
         return super().train(False)
 
 
-def refine_decoder(run: Run, vae: VAE, clips: Footage) -> dict[str, Any]:
+def refine_decoder(run: Run, vae: VAE, pool: np.ndarray, val: np.ndarray) -> dict[str, Any]:
     """Stage 1b: the decoder sharpened on the encoder's means (RefineLoss); the encoder stays as is."""
     budget = stage_budget(run, "refine")
     if not (budget.steps or budget.seconds):
         return {"skipped": "no refinement budget"}
     vae.encoder.requires_grad_(False)
-    pool, val = _vae_frames(clips)
-    loss = RefineLoss(vae)
-
-    def batch(rng: np.random.Generator) -> torch.Tensor:
-        return to_tensor(pool[rng.integers(len(pool), size=run.config.vae_batch)])
-
-    def validate() -> dict[str, float]:
-        _, parts = loss(to_tensor(val).to(run.device))
-        return {"psnr": float(parts["psnr"]), "l1": float(parts["l1"])}
-
-    summary = optimize(run, "refine", _KeptStatistics(vae.decoder), loss, batch, run.config.refine_lr,
-                       validate)
+    summary = _optimize_on_frames(run, "refine", _KeptStatistics(vae.decoder), RefineLoss(vae),
+                                  run.config.refine_lr, pool, val, ("psnr", "l1"))
     vae.eval()
     if run.world.main:
         _vae_pictures(run, vae, val, "refine")
     return summary
 
 
-def _vae_frames(clips: Footage) -> tuple[np.ndarray, np.ndarray]:
+def image_frames(clips: Footage) -> tuple[np.ndarray, np.ndarray]:
     """Training frames of every clip in one pool, and up to 256 validation frames spread in time."""
     pool = np.concatenate(clips.train)
     val = np.concatenate(clips.val) if clips.val else pool[-256:]
     return pool, val[np.linspace(0, len(val) - 1, min(256, len(val))).astype(int)]
+
+
+def _optimize_on_frames(run: Run, stage: str, model: nn.Module, loss: nn.Module, lr: float,
+                        pool: np.ndarray, val: np.ndarray, reported: tuple[str, ...]) -> dict[str, Any]:
+    """`optimize` an image stage on random frames of the pool, validated on `val`."""
+
+    def batch(rng: np.random.Generator) -> torch.Tensor:
+        return to_tensor(pool[rng.integers(len(pool), size=run.config.vae_batch)])
+
+    def validate() -> dict[str, float]:
+        _, parts = loss(to_tensor(val).to(run.device))
+        return {k: float(parts[k]) for k in reported}
+
+    return optimize(run, stage, model, loss, batch, lr, validate)
 
 
 @torch.no_grad()
@@ -489,8 +484,10 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     """Run every stage (skipping finished ones) and write the lamp to `out` (main process)."""
     if run.world.main:
         run.folder.mkdir(parents=True, exist_ok=True)
-    vae, vae_summary = train_vae(run, clips)
-    refine_summary = refine_decoder(run, vae, clips)
+    pool, val = image_frames(clips)
+    vae, vae_summary = train_vae(run, pool, val)
+    refine_summary = refine_decoder(run, vae, pool, val)
+    del pool, val  # the RNN stage works on latents
     latents = encode_footage(run, vae, clips)
     rnn, rnn_summary = train_rnn(run, latents)
     lamp = build_lamp(run, vae, rnn, latents, clips,
