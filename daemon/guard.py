@@ -94,8 +94,8 @@ class DriftGuard:
         """`latent` (...,D) moved onto the reference mean/std; the window is moved with it."""
         current = self.stats
         filled = min(self._count, len(self._window))
-        self._window[:filled] = renormalize(torch.from_numpy(self._window[:filled]), current,
-                                            self.reference, self.config.renormalize_strength).numpy()
+        self._window[:filled] = renormalize(self._window[:filled], current, self.reference,
+                                            self.config.renormalize_strength)
         self.stats = latent_stats(self._window[:filled])
         return renormalize(latent, current, self.reference, self.config.renormalize_strength)
 

@@ -72,17 +72,18 @@ def project_to_sphere(z: torch.Tensor) -> torch.Tensor:
     return centred / centred.pow(2).mean(dim=-1, keepdim=True).clamp_min(EPS**2).sqrt()
 
 
-def renormalize(z: torch.Tensor, current: LatentStats, reference: LatentStats,
-                strength: float = 1.0) -> torch.Tensor:
+def renormalize(z: torch.Tensor | np.ndarray, current: LatentStats, reference: LatentStats,
+                strength: float = 1.0) -> torch.Tensor | np.ndarray:
     """Move latents z (...,D) whose window has `current` mean/std toward `reference` mean/std.
 
     strength 1 maps the window's mean and std exactly onto the reference; 0 leaves z unchanged.
+    Plain arithmetic, so z may be a tensor or a NumPy array (the drift guard keeps NumPy).
     """
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be in 0..1, got {strength}")
     scale = reference.std / max(current.std, EPS)
     target = (z - current.mean) * scale + reference.mean
-    return torch.lerp(z, target, strength)
+    return z + strength * (target - z)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
