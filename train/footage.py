@@ -144,6 +144,12 @@ class Footage:
             names=self.names + [f"{n} (mirrored)" for n in self.names], source_fps=self.source_fps * 2,
             description=f"{self.description}; each also mirrored left-right")
 
+    def at_size(self, size: int) -> "Footage":
+        """This footage area-resized to `size` (itself when it is that size already)."""
+        if size == self.frame_size:
+            return self
+        return dataclasses.replace(self, sequences=[area_resize(s, size) for s in self.sequences])
+
     def data_info(self) -> DataInfo:
         """What the checkpoint records about this footage."""
         return DataInfo(fps=self.fps, frame_step=self.frame_step, description=self.description)
@@ -376,6 +382,19 @@ def _describe(reader: _Reader, config: FootageConfig, box: tuple[int, int, int, 
 def resize_frame(image: Image.Image, box: tuple[int, int, int, int], size: int) -> np.ndarray:
     """Crop `box` out of an image and area-resize it to (size,size,3) uint8."""
     return np.asarray(image.convert("RGB").resize((size, size), Image.BOX, box=box), dtype=np.uint8)
+
+
+def area_resize(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 frames (T,S,S,3) -> (T,size,size,3): each output pixel the mean of its S/size square."""
+    side = frames.shape[1]
+    if side % size:
+        raise ValueError(f"cannot area-resize {side} px frames to {size} px")
+    k = side // size
+    out = np.empty((len(frames), size, size, 3), np.uint8)
+    for i in range(0, len(frames), 256):  # chunks keep the float copy small
+        block = frames[i:i + 256].reshape(-1, size, k, size, k, 3).mean(axis=(2, 4), dtype=np.float32)
+        out[i:i + 256] = np.rint(block)
+    return out
 
 
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:

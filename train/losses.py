@@ -123,3 +123,27 @@ def _dx(x: torch.Tensor) -> torch.Tensor:
 
 def _dy(x: torch.Tensor) -> torch.Tensor:
     return x[..., 1:, :] - x[..., :-1, :]
+
+
+def gradient_difference(images: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Mathieu et al.'s gradient difference loss: | |d images| - |d frames| | over both directions.
+
+    A blurred edge has a smaller pixel difference than the sharp one it should be, so blur costs
+    here even where an L1 on pixels would settle for the average of two possible edges.
+    """
+    return sum((d(images).abs() - d(frames).abs()).abs().mean() for d in (_dx, _dy))
+
+
+def edge_energy(images: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between horizontally and vertically neighbouring pixels (B,C,H,W)."""
+    return 0.5 * sum(d(images.float()).abs().mean() for d in (_dx, _dy))
+
+
+def hinge_discriminator(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+    """The discriminator's hinge loss summed over scales (real logits above 1, fake below -1)."""
+    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real, fake))
+
+
+def hinge_generator(fake: list[torch.Tensor]) -> torch.Tensor:
+    """The generator's adversarial loss summed over scales: raise the discriminator's fake logits."""
+    return -sum(f.mean() for f in fake)

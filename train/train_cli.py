@@ -28,7 +28,8 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     """Register `lavalamp train`."""
     p = subparsers.add_parser(
         "train", help="train a lamp from footage or the built-in simulator",
-        description="Train a lamp: VAE, decoder refinement, encoding, latent RNN; writes one checkpoint. "
+        description="Train a lamp: VAE, decoder refinement, sharpening (upsampler or decoder against "
+                    "discriminators), encoding, latent RNN; writes one checkpoint. "
                     "Run under `torchrun --nproc_per_node=N` to train on N processes.")
     p.add_argument("sources", nargs="*", metavar="SOURCE",
                    help="video files (mp4, mov, webm, mkv, gif), image folders or .npz clips")
@@ -44,8 +45,9 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
                    help="continue the run in --run-dir with the settings it was started with")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="total wall-clock budget of the run")
-    budget.add_argument("--steps", type=int, help="optimizer steps for each of the three stages "
-                        "(or set them apart with --vae-steps, --refine-steps and --rnn-steps)")
+    budget.add_argument("--steps", type=int, help="optimizer steps for each of the four stages "
+                        "(or set them apart with --vae-steps, --refine-steps, --sharpen-steps and "
+                        "--rnn-steps)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
@@ -138,7 +140,7 @@ def _budget(args: argparse.Namespace) -> dict:
     """The budget given on the command line, as TrainConfig fields."""
     if args.minutes is not None:
         return {"minutes": args.minutes}
-    stages = ("vae_steps", "refine_steps", "rnn_steps")
+    stages = ("vae_steps", "refine_steps", "sharpen_steps", "rnn_steps")
     if args.steps is not None:
         return {"minutes": None, **{k: args.steps for k in stages}}
     return {k: getattr(args, k) for k in stages if getattr(args, k) is not None}

@@ -1,4 +1,4 @@
-"""The training pipeline of a lamp: decoder (VAE), encoding of the footage, latent RNN, one checkpoint."""
+"""The training pipeline of a lamp: VAE, decoder refinement, sharpening, encoding, latent RNN, one checkpoint."""
 
 from __future__ import annotations
 
@@ -17,25 +17,30 @@ from torch import nn
 
 from lavalamp.models import __version__
 from lavalamp.models.atomic import atomic_write_bytes
-from lavalamp.models.checkpoint import DataInfo, Lamp, save_lamp
+from lavalamp.models.checkpoint import DataInfo, Lamp, load_lamp, save_lamp
 from lavalamp.models.dream import Dream, frames_to_uint8
 from lavalamp.models.latent import latent_stats, project_to_sphere, slerp
 from lavalamp.models.rnn import LatentRNN, LatentRNNConfig
+from lavalamp.models.upsample import Upsampler, UpsamplerConfig
 from lavalamp.models.vae import VAE, VAEConfig
 from lavalamp.models.video import write_video
 
 from .evaluate import step_motion
-from .footage import Footage
+from .footage import Footage, area_resize
 from .distributed import World, barrier, mean_across, rank0_decides
 from .losses import RefineLoss, RNNLoss, VAELoss
 from .runlog import LossLog, Progress, contact_sheet
+from .sharpen import Pairs, SharpenConfig, Sharpener
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 START_CONTEXTS = 64
 START_CONTEXT_STEPS = 8
-STAGE_SEEDS = {"vae": 1, "rnn": 2, "refine": 3}
+STAGE_SEEDS = {"vae": 1, "rnn": 2, "refine": 3, "sharpen": 4}
+DECODER_LOSSES = ("l1", "adversarial")
+SHARPEN_VALIDATION_FRAMES = 48
+VALIDATE_EVERY_STEPS = 100
 CALIBRATION_TEMPERATURES = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
 CALIBRATION_TOLERANCE = 1.1
 CALIBRATION_DREAMS = 2
@@ -47,7 +52,10 @@ class TrainConfig:
     """Every knob of a training run (saved in the run folder's settings.json by `lavalamp train`)."""
 
     frame_size: int = 64
-    """Side of the square frames in pixels: 64, 128 or 256."""
+    """Side of the lamp's square frames in pixels: 64, 128 or 256 (above base_size, an upsampler
+    trained in the sharpening stage makes them from the decoder's frames)."""
+    base_size: int = 64
+    """Side of the VAE's frames in pixels (64 keeps the decoder cheap; the upsampler adds the rest)."""
     frame_step: int = 6
     """The RNN steps every frame_step-th source frame (duralava: every 6th of 30 fps)."""
     latent_size: int = 32
@@ -88,6 +96,36 @@ class TrainConfig:
     """Steps sharpening the decoder on the encoder's means after the VAE (0 = none)."""
     refine_lr: float = 1e-4
     """Peak learning rate of the decoder refinement."""
+    decoder_loss: str = "adversarial"
+    """How the sharpening stage trains the upsampler (or, without one, the decoder): 'l1' (L1 and
+    gradient difference) or 'adversarial' (also multi-scale patch discriminators). With 'l1' and no
+    upsampler there is no sharpening stage."""
+    upsampler_channels: int = 32
+    """Upsampler channels at base_size (halving at each doubling)."""
+    upsampler_blocks: int = 3
+    """Upsampler 3x3 convolutions at base_size."""
+    sharpen_steps: int = 2000
+    """Steps of the sharpening stage when no minutes budget is given."""
+    sharpen_share: float = 0.3
+    """Share of a --minutes budget given to the sharpening stage (when there is one)."""
+    sharpen_lr: float = 5e-4
+    """Peak learning rate of the sharpened module."""
+    sharpen_batch: int = 16
+    """Crops per sharpening step."""
+    sharpen_crop: int = 96
+    """Side of a sharpening crop in pixels of frame_size (the frame's side or more: whole frames)."""
+    sharpen_frames: int = 4096
+    """Footage frames at frame_size kept for the sharpening stage, spread over the clips."""
+    gdl_weight: float = 1.0
+    """Weight of the gradient difference loss (blurred edges) against L1."""
+    adversarial_weight: float = 0.1
+    """Weight of the adversarial loss, on top of its adaptive balance against the reconstruction."""
+    adversarial_start: float = 0.25
+    """Share of the sharpening stage trained on reconstruction only before the discriminators join."""
+    disc_lr: float = 2e-4
+    """Learning rate of the discriminators."""
+    init_from: str = ""
+    """A lamp of base_size whose VAE and RNN this run keeps (only the sharpening stage trains)."""
     vae_share: float = 0.6
     """Share of a --minutes budget given to the VAE and the refinement; the RNN gets the rest."""
     refine_share: float = 0.06
@@ -106,8 +144,21 @@ class TrainConfig:
     """Seconds between resumable state saves (a crash loses at most this much training)."""
 
     def __post_init__(self) -> None:
-        VAEConfig(frame_size=self.frame_size, latent_size=self.latent_size)
+        VAEConfig(frame_size=self.base_size, latent_size=self.latent_size)
         LatentRNNConfig(cell=self.cell, head=self.head)
+        if self.frame_size != self.base_size:
+            self.upsampler_config()
+        if self.decoder_loss not in DECODER_LOSSES:
+            raise ValueError(f"decoder_loss must be one of {DECODER_LOSSES}, got {self.decoder_loss!r}")
+        if not 0 <= self.sharpen_share < 1 or not 0 <= self.adversarial_start < 1:
+            raise ValueError("sharpen_share and adversarial_start must be in [0, 1)")
+        if min(self.sharpen_steps, self.sharpen_frames - 1, self.sharpen_batch - 1) < 0 or \
+                self.sharpen_crop < 8:
+            raise ValueError("need sharpen_steps >= 0, sharpen_frames >= 1, sharpen_batch >= 1 "
+                             "and sharpen_crop >= 8")
+        if self.init_from and not self.upsampled:
+            raise ValueError("init_from needs a frame_size above base_size: it adds an upsampler "
+                             "to a finished lamp")
         if self.frame_step < 1 or self.window < 2 or not 1 <= self.warmup < self.window:
             raise ValueError("need frame_step >= 1, window >= 2 and 1 <= warmup < window")
         if self.minutes is not None and self.minutes <= 0:
@@ -120,8 +171,30 @@ class TrainConfig:
 
     def vae_config(self) -> VAEConfig:
         """Architecture of the decoder stage."""
-        return VAEConfig(frame_size=self.frame_size, latent_size=self.latent_size,
+        return VAEConfig(frame_size=self.base_size, latent_size=self.latent_size,
                          base_channels=self.base_channels)
+
+    def upsampler_config(self) -> UpsamplerConfig:
+        """Architecture of the upsampler (frame_size above base_size only)."""
+        return UpsamplerConfig(in_size=self.base_size, out_size=self.frame_size,
+                               channels=self.upsampler_channels, blocks=self.upsampler_blocks)
+
+    def sharpen_config(self) -> SharpenConfig:
+        """How the sharpening stage trains."""
+        return SharpenConfig(adversarial=self.decoder_loss == "adversarial", batch=self.sharpen_batch,
+                             crop=self.sharpen_crop, lr=self.sharpen_lr, disc_lr=self.disc_lr,
+                             gdl_weight=self.gdl_weight, adversarial_weight=self.adversarial_weight,
+                             adversarial_start=self.adversarial_start)
+
+    @property
+    def upsampled(self) -> bool:
+        """Whether the lamp gets an upsampler."""
+        return self.frame_size != self.base_size
+
+    @property
+    def sharpens(self) -> bool:
+        """Whether the run has a sharpening stage."""
+        return self.upsampled or self.decoder_loss == "adversarial"
 
     def rnn_config(self) -> LatentRNNConfig:
         """Architecture of the latent RNN stage."""
@@ -172,13 +245,16 @@ class Budget:
 
 
 def stage_budget(run: Run, stage: str) -> Budget:
-    """The budget of 'vae', 'refine' or 'rnn' from the run's config."""
+    """The budget of 'vae', 'refine', 'sharpen' or 'rnn' from the run's config."""
     c = run.config
     if c.minutes is None:
-        return Budget(steps={"vae": c.vae_steps, "refine": c.refine_steps, "rnn": c.rnn_steps}[stage],
-                      seconds=None)
-    share = {"vae": c.vae_share - c.refine_share, "refine": c.refine_share, "rnn": 1 - c.vae_share}[stage]
-    return Budget(steps=0, seconds=c.minutes * 60 * share)
+        steps = {"vae": c.vae_steps, "refine": c.refine_steps, "rnn": c.rnn_steps,
+                 "sharpen": c.sharpen_steps}
+        return Budget(steps=steps[stage], seconds=None)
+    sharpen = (1.0 if c.init_from else c.sharpen_share) if c.sharpens else 0.0
+    share = {"vae": c.vae_share - c.refine_share, "refine": c.refine_share,
+             "rnn": 1 - c.vae_share}.get(stage, 0.0) * (1 - sharpen)
+    return Budget(steps=0, seconds=c.minutes * 60 * (sharpen if stage == "sharpen" else share))
 
 
 # ----------------------------------------------------------------------------------------- state
@@ -309,6 +385,10 @@ class _KeptStatistics(nn.Module):
 
     def train(self, mode: bool = True) -> "_KeptStatistics":
         return super().train(False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B,D) -> (B,3,S,S): the decoder's frames."""
+        return self.decoder(z)
 
 
 def refine_decoder(run: Run, vae: VAE, pool: np.ndarray, val: np.ndarray) -> dict[str, Any]:
@@ -452,6 +532,7 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
     """
     if lamp.rnn.config.head != "mdn":
         return {"temperature": 1.0, "note": "deterministic head: nothing to calibrate"}
+    # the decoder's frames (an upsampler is added afterwards): the same size as the footage clips
     target = float(np.mean([step_motion(c[::frame_step]).mean() for c in clips if len(c) > frame_step]))
     ratios = {}
     for t in CALIBRATION_TEMPERATURES:
@@ -480,24 +561,187 @@ def _dream_pictures(run: Run, lamp: Lamp) -> None:
     write_video(folder / "dream.gif", frames, fps=max(lamp.data.lamp_fps * 2, 5.0))
 
 
+def sharpen_pairs(run: Run, vae: VAE, clips: Footage) -> Pairs:
+    """Footage frames at the lamp's size and what the sharpened module gets for each (see sharpen)."""
+    c = run.config
+    val_clips = clips.val or [clips.train[-1]]
+    frames = spread_frames(clips.train, c.sharpen_frames)
+    val = spread_frames(val_clips, SHARPEN_VALIDATION_FRAMES)
+    return Pairs(inputs=_sharpen_inputs(run, vae, frames), targets=frames,
+                 val_inputs=_sharpen_inputs(run, vae, val), val_targets=val)
+
+
+def spread_frames(clips: list[np.ndarray], count: int) -> np.ndarray:
+    """Up to `count` frames spread evenly over the clips taken end to end."""
+    lengths = np.array([len(clip) for clip in clips])
+    picks = np.unique(np.linspace(0, lengths.sum() - 1, min(count, lengths.sum())).round().astype(int))
+    which = np.searchsorted(np.cumsum(lengths), picks, side="right")
+    offsets = picks - np.concatenate([[0], np.cumsum(lengths)])[which]
+    return np.stack([clips[k][i] for k, i in zip(which, offsets)])
+
+
+@torch.no_grad()
+def _sharpen_inputs(run: Run, vae: VAE, frames: np.ndarray) -> torch.Tensor:
+    """The encoder's means of the frames (at the VAE's size), decoded when an upsampler follows."""
+    small = area_resize(frames, run.config.base_size)
+    out = []
+    for i in range(0, len(small), 256):
+        mu = vae.encode(to_tensor(small[i:i + 256]).to(run.device))[0]
+        out.append((vae.decode(mu).half() if run.config.upsampled else mu).cpu())
+    return torch.cat(out)
+
+
+def sharpen_stage(run: Run, vae: VAE, clips: Footage) -> tuple[Upsampler | None, dict[str, Any]]:
+    """Stage 1c: the upsampler (or the decoder) sharpened against discriminators; resumable."""
+    c = run.config
+    torch.manual_seed(c.seed + STAGE_SEEDS["sharpen"])
+    upsampler = Upsampler(c.upsampler_config()).to(run.device) if c.upsampled else None
+    if not c.sharpens:
+        return None, {"skipped": "no upsampler and decoder_loss l1"}
+    if not run.world.main:  # one process trains it; the others only wait (it is the smallest stage)
+        barrier(run.world)
+        return upsampler, {"skipped": "trained on the main process"}
+    module = upsampler if upsampler is not None else _KeptStatistics(vae.decoder)
+    folder = run.stage_folder("sharpen")
+    state = load_state(folder / STATE_FILE)
+    if state is not None and state["done"]:
+        module.load_state_dict(state["sharpener"]["module"])
+        module.eval()
+        barrier(run.world)
+        return upsampler, state["summary"]
+    pairs = sharpen_pairs(run, vae, clips)
+    sharpener = Sharpener(module, pairs, c.sharpen_config(), run.device)
+    summary = _sharpen_loop(run, folder, sharpener, state)
+    _sharpen_pictures(folder, sharpener)
+    barrier(run.world)
+    return upsampler, summary
+
+
+def _sharpen_loop(run: Run, folder: Path, sharpener: Sharpener, state: dict | None) -> dict[str, Any]:
+    """Steps until the budget is spent or a failure is seen (then the last good weights stay)."""
+    c, config = run.config, sharpener.config
+    budget = stage_budget(run, "sharpen")
+    rng = np.random.default_rng([c.seed, STAGE_SEEDS["sharpen"]])
+    step, elapsed, failure = 0, 0.0, None
+    if state is not None:
+        sharpener.load_state_dict(state["sharpener"])
+        rng.bit_generator.state, step, elapsed = state["rng"], state["step"], state["elapsed_s"]
+        torch.set_rng_state(state["torch_rng"])
+        log.info("sharpen: resuming at step %d (%.0f s trained)", step, elapsed)
+    losses = LossLog(folder / "losses.csv")
+    losses.truncate(step)
+    progress = Progress("sharpen", enabled=run.progress)
+    started, last_save, running = time.monotonic() - elapsed, time.monotonic(), {}
+
+    def save(done: bool, summary: dict[str, Any]) -> None:
+        losses.save()
+        save_state(folder / STATE_FILE, {
+            "sharpener": sharpener.state_dict(), "rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(), "step": step, "elapsed_s": elapsed, "done": done,
+            "summary": summary})
+
+    sharpener.module.train()
+    while budget.fraction(step, elapsed) < 1.0 and failure is None:
+        adversarial = config.adversarial and budget.fraction(step, elapsed) >= config.adversarial_start
+        try:
+            parts = sharpener.step(rng, adversarial=adversarial, lr_scale=budget.lr_scale(step, elapsed))
+        except FloatingPointError as exc:
+            failure = str(exc)
+            break
+        step += 1
+        elapsed = time.monotonic() - started
+        running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in parts.items()}
+        progress.update(budget.fraction(step, elapsed), elapsed,
+                        f"step {step} " + " ".join(f"{k} {v:.4g}" for k, v in running.items()))
+        if step % VALIDATE_EVERY_STEPS == 0:
+            val = sharpener.validate()
+            failure = sharpener.failure(val, adversarial=adversarial)
+            losses.add({"step": step, **{f"train_{k}": v for k, v in running.items()},
+                        **{f"val_{k}": v for k, v in val.items()}})
+            _sharpen_pictures(folder, sharpener)
+        if time.monotonic() - last_save > c.checkpoint_every_s:
+            save(False, {})
+            last_save = time.monotonic()
+    progress.close()
+    if failure is not None:
+        log.warning("sharpen: %s at step %d; keeping the weights of the last good validation",
+                    failure, step)
+        sharpener.restore_last_good()
+    sharpener.module.eval()
+    summary = {**sharpener.validate(), "step": step, "seconds": round(elapsed, 1),
+               "adversarial": config.adversarial, "failure": failure}
+    losses.add({"step": step, **{f"val_{k}": summary[k] for k in ("l1", "edge_ratio", "diversity")}})
+    save(True, summary)
+    log.info("sharpen: done after %d steps in %.0f s: %s", step, elapsed, summary)
+    return summary
+
+
+@torch.no_grad()
+def _sharpen_pictures(folder: Path, sharpener: Sharpener) -> None:
+    """samples.png: footage, its decoded frame plainly enlarged, and the sharpened frame."""
+    pairs = sharpener.pairs
+    pick = np.linspace(0, len(pairs.val_targets) - 1, 6).round().astype(int)
+    inputs = pairs.val_inputs[pick].float().to(sharpener.device)
+    was_training = sharpener.module.training
+    sharpener.module.eval()
+    rows = [pairs.val_targets[pick], frames_to_uint8(sharpener.module(inputs))]
+    sharpener.module.train(was_training)
+    if pairs.upsampling:
+        size = pairs.val_targets.shape[1]
+        rows.insert(1, frames_to_uint8(torch.nn.functional.interpolate(
+            inputs, size=(size, size), mode="bilinear", align_corners=False)))
+    contact_sheet(rows, folder / "samples.png", scale=1 if pairs.val_targets.shape[1] > 64 else 2)
+
+
+def upgrade_lamp(run: Run) -> tuple[Lamp, VAE]:
+    """The finished lamp named by init_from, and its VAE (decoder and encoder), to add an upsampler to."""
+    c = run.config
+    lamp = load_lamp(c.init_from, run.device)
+    if lamp.encoder is None or lamp.upsampler is not None or lamp.base_size != c.base_size:
+        raise ValueError(f"{c.init_from}: init_from needs a lamp of base_size {c.base_size} with an "
+                         f"encoder and no upsampler (it has frame size {lamp.frame_size}, decoder "
+                         f"size {lamp.base_size}, encoder {'yes' if lamp.encoder else 'no'})")
+    vae = VAE(lamp.decoder_config).to(run.device)
+    vae.encoder, vae.decoder = lamp.encoder, lamp.decoder
+    return lamp, vae.eval()
+
+
 def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     """Run every stage (skipping finished ones) and write the lamp to `out` (main process)."""
     if run.world.main:
         run.folder.mkdir(parents=True, exist_ok=True)
-    pool, val = image_frames(clips)
-    vae, vae_summary = train_vae(run, pool, val)
-    refine_summary = refine_decoder(run, vae, pool, val)
-    del pool, val  # the RNN stage works on latents
-    latents = encode_footage(run, vae, clips)
-    rnn, rnn_summary = train_rnn(run, latents)
-    lamp = build_lamp(run, vae, rnn, latents, clips,
-                      {"vae": vae_summary, "refine": refine_summary, "rnn": rnn_summary})
+    base = clips.at_size(run.config.base_size)
+    if run.config.init_from:
+        lamp, vae = upgrade_lamp(run)
+        lamp.upsampler, sharpen_summary = sharpen_stage(run, vae, clips)
+        lamp.name = run.config.name
+        lamp.training = {**lamp.training, "upgraded_by": {
+            "config": dataclasses.asdict(run.config), "sharpen": sharpen_summary,
+            "package_version": __version__, "device": run.device.type}}
+    else:
+        lamp = _train_new_lamp(run, clips, base)
     if run.world.main:
-        lamp.training["calibration"] = calibrate_temperature(lamp, clips.train, run.config.frame_step,
-                                                             run.config.seed)
         _dream_pictures(run, lamp)
         save_lamp(lamp, run.folder / "lamp.safetensors")
         save_lamp(lamp, out)
         log.info("wrote %s", out)
     barrier(run.world)
+    return lamp
+
+
+def _train_new_lamp(run: Run, clips: Footage, base: Footage) -> Lamp:
+    """VAE, refinement, sharpening, encoding and RNN from scratch, then the calibrated lamp."""
+    pool, val = image_frames(base)
+    vae, vae_summary = train_vae(run, pool, val)
+    refine_summary = refine_decoder(run, vae, pool, val)
+    del pool, val  # the RNN stage works on latents
+    upsampler, sharpen_summary = sharpen_stage(run, vae, clips)
+    latents = encode_footage(run, vae, base)
+    rnn, rnn_summary = train_rnn(run, latents)
+    lamp = build_lamp(run, vae, rnn, latents, base, {"vae": vae_summary, "refine": refine_summary,
+                                                     "sharpen": sharpen_summary, "rnn": rnn_summary})
+    if run.world.main:
+        lamp.training["calibration"] = calibrate_temperature(lamp, base.train, run.config.frame_step,
+                                                             run.config.seed)
+    lamp.upsampler = upsampler.to(run.device) if upsampler is not None else None
     return lamp
