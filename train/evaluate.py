@@ -1,8 +1,11 @@
 """Evaluation of a lamp against reference footage: drift, motion, freezing, repetition, colour and critics.
 
-`lavalamp eval --model LAMP --reference CLIP.npz --out DIR` dreams N frames (after skipping S steps
-undecoded, guard off), compares them with the reference clip and writes DIR/report.json and
-DIR/contact_sheet.png.
+`lavalamp eval --model LAMP --reference CLIP.npz [CLIP.npz ...] --out DIR` dreams N frames (after
+skipping S steps undecoded, guard off), compares them with the reference clips and writes
+DIR/report.json and DIR/contact_sheet.png. Several clips (of one frame rate) are one reference of
+many lamp states: one simulator seed is one lamp, with its own amount of wax and number of blobs,
+so a one-clip reference measures that clip as much as the lamp. Nothing compared in time (motion,
+freezing, clip critics) spans two clips.
 
 Time base. The lamp makes one frame per `lamp.data.lamp_fps` of real lamp time (source fps /
 frame step). The reference clip has its own `fps`; it is area-resized to the lamp's frame size
@@ -23,11 +26,17 @@ Report (report.json); distances and differences are on the 0..255 pixel scale:
   whose nearest far neighbour is closer than the reference's median distance between consecutive
   lamp-rate frames (a near-duplicate: the dream came back to where it was). Reference figures are
   null when the reference is not longer than the gap.
+- `sharpness`: edge energy (mean absolute difference between horizontally and vertically
+  neighbouring pixels, at the lamp's own frame size) of each side, and `ratio` = generated /
+  reference (1 = as sharp as the footage; below: softer; above: noisier); the same ratio between
+  alternating time blocks of the reference as a baseline.
 - `colour`: mean RGB of each side and their distance; total-variation distance (0..1) between joint
   RGB histograms (HISTOGRAM_BINS per channel); the same histogram distance between alternating
   time blocks of the reference as a baseline.
 - `critic`: a classifier two-sample test. A small CNN learns to tell reference from generated
-  (single frames, then CLIP_FRAMES consecutive lamp-rate frames stacked on channels); its balanced
+  (single frames at CRITIC_SIZE px, single frames at SHARP_CRITIC_SIZE px when the lamp is that
+large, where blur shows, then CLIP_FRAMES consecutive lamp-rate frames stacked on channels at
+CRITIC_SIZE px); its balanced
   accuracy on held-out time blocks is reported (0.5 = indistinguishable, 1 = always told apart).
   Baselines run the same test between alternating time blocks of the reference (A vs B), giving
   the accuracy a perfect lamp would get on this reference. Held-out examples are whole time blocks
@@ -66,6 +75,7 @@ from lavalamp.models.dream import Dream
 from lavalamp.models.latent import LatentStats, latent_stats
 
 from .footage import FootageError, open_source, resize_frame
+from .losses import edge_energy
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +96,8 @@ CLIP_FRAMES = 4
 """Consecutive lamp-rate frames stacked on channels for the clip critic."""
 CRITIC_SIZE = 64
 """Critic inputs larger than this are area-shrunk to it."""
+SHARP_CRITIC_SIZE = 128
+"""Side of the second frame critic (for lamps of at least this size): at 64 px blur is half hidden."""
 CRITIC_BLOCKS = 10
 """Each side is cut into this many time blocks; blocks HELD_OUT_BLOCKS are the critic's test set."""
 HELD_OUT_BLOCKS = (4, 9)
@@ -147,6 +159,20 @@ def load_reference(path: str | Path, frame_size: int) -> tuple[np.ndarray, float
     return frames, reader.fps
 
 
+def load_references(paths: list[str | Path], frame_size: int) -> tuple[list[np.ndarray], float]:
+    """Several reference clips of one frame rate: their frames and that rate."""
+    clips, rates = zip(*(load_reference(path, frame_size) for path in paths))
+    if len(set(rates)) > 1:
+        raise FootageError("reference clips must share one frame rate, got "
+                           + ", ".join(f"{Path(p).name} {r:g} fps" for p, r in zip(paths, rates)))
+    return list(clips), rates[0]
+
+
+def as_clips(reference: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
+    """A reference as a list of clips (one array is one clip)."""
+    return list(reference) if isinstance(reference, (list, tuple)) else [reference]
+
+
 @torch.inference_mode()
 def generate(lamp: Lamp, config: EvalConfig) -> tuple[np.ndarray, torch.Tensor]:
     """Dream config.frames frames after config.skip undecoded steps: frames (N,S,S,3), latents (N,D)."""
@@ -197,27 +223,35 @@ def step_motion(frames: np.ndarray) -> np.ndarray:
     return out
 
 
-def motion(generated: np.ndarray, reference: np.ndarray) -> dict[str, float | None]:
+def clips_motion(clips: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """step_motion of every clip, end to end (no step spans two clips)."""
+    return np.concatenate([step_motion(clip) for clip in as_clips(clips)])
+
+
+def motion(generated: np.ndarray, reference: np.ndarray | list[np.ndarray]) -> dict[str, float | None]:
     """Mean motion per step of both (reference at lamp rate) and their ratio."""
-    gen, ref = float(step_motion(generated).mean()), float(step_motion(reference).mean())
+    gen, ref = float(step_motion(generated).mean()), float(clips_motion(reference).mean())
     return {"generated_mean_abs_diff": gen, "reference_mean_abs_diff": ref,
             "ratio": gen / ref if ref > 0 else None}
 
 
-def frozen_share(frames: np.ndarray, window_steps: int, threshold: float) -> float | None:
-    """Share of consecutive windows of `window_steps` steps whose mean motion is below threshold."""
-    diffs = step_motion(frames)
-    count = len(diffs) // window_steps
-    if count == 0:
-        return None
-    means = diffs[: count * window_steps].reshape(count, window_steps).mean(axis=1)
-    return float((means < threshold).mean())
+def frozen_share(frames: np.ndarray | list[np.ndarray], window_steps: int,
+                 threshold: float) -> float | None:
+    """Share of consecutive windows of `window_steps` steps (within each clip) below threshold."""
+    means = []
+    for clip in as_clips(frames):
+        diffs = step_motion(clip)
+        count = len(diffs) // window_steps
+        means.append(diffs[: count * window_steps].reshape(count, window_steps).mean(axis=1))
+    means = np.concatenate(means)
+    return float((means < threshold).mean()) if len(means) else None
 
 
-def frozen(generated: np.ndarray, reference: np.ndarray, lamp_fps: float) -> dict[str, Any]:
+def frozen(generated: np.ndarray, reference: np.ndarray | list[np.ndarray],
+           lamp_fps: float) -> dict[str, Any]:
     """Frozen-window shares of both, windows of FROZEN_WINDOW_S lamp-seconds."""
     window = max(1, int(round(FROZEN_WINDOW_S * lamp_fps)))
-    threshold = max(FROZEN_SHARE_OF_REFERENCE * float(step_motion(reference).mean()), FROZEN_FLOOR)
+    threshold = max(FROZEN_SHARE_OF_REFERENCE * float(clips_motion(reference).mean()), FROZEN_FLOOR)
     return {"window_seconds": FROZEN_WINDOW_S, "window_steps": window,
             "threshold_mean_abs_diff": threshold,
             "generated_share": frozen_share(generated, window, threshold),
@@ -246,10 +280,15 @@ def nearest_far_rms(frames: np.ndarray, min_gap: int) -> np.ndarray | None:
     return (best.clamp_min(0) / x.shape[1]).sqrt().numpy()
 
 
-def repetition(generated: np.ndarray, reference: np.ndarray, min_gap: int) -> dict[str, Any]:
+def repetition(generated: np.ndarray, reference: np.ndarray | list[np.ndarray],
+               min_gap: int) -> dict[str, Any]:
     """Nearest far neighbours of both, and the share of near-duplicates (see module docstring)."""
-    ref = _shrink(reference, REPETITION_SIZE)
-    threshold = float(((ref[1:] - ref[:-1]) ** 2).flatten(1).mean(1).sqrt().median())
+    steps = []
+    for clip in as_clips(reference):
+        ref = _shrink(clip, REPETITION_SIZE)
+        steps.append(((ref[1:] - ref[:-1]) ** 2).flatten(1).mean(1).sqrt())
+    threshold = float(torch.cat(steps).median())
+    reference = np.concatenate(as_clips(reference))
 
     def summary(frames: np.ndarray) -> dict[str, float] | None:
         nearest = nearest_far_rms(frames, min_gap)
@@ -284,6 +323,25 @@ def colour(generated: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
             "mean_rgb_distance": float(np.linalg.norm(gen_mean - ref_mean)),
             "histogram_distance": histogram_distance(generated, reference),
             "reference_baseline_histogram_distance": histogram_distance(reference[a], reference[b])}
+
+
+def frame_edge_energy(frames: np.ndarray) -> float:
+    """Edge energy (0..255, see losses.edge_energy) of uint8 frames (T,S,S,3), at their own size."""
+    total = 0.0
+    for start in range(0, len(frames), 64):
+        chunk = torch.from_numpy(frames[start:start + 64]).permute(0, 3, 1, 2)
+        total += float(edge_energy(chunk)) * len(chunk)
+    return total / len(frames)
+
+
+def sharpness(generated: np.ndarray, reference: np.ndarray) -> dict[str, float | None]:
+    """Edge energy of both, their ratio, and the ratio between the reference's alternating blocks."""
+    gen, ref = frame_edge_energy(generated), frame_edge_energy(reference)
+    a, b = alternating_blocks(len(reference), BASELINE_BLOCKS)
+    return {"generated_edge_energy": gen, "reference_edge_energy": ref,
+            "ratio": gen / ref if ref > 0 else None,
+            "reference_baseline_ratio": frame_edge_energy(reference[a]) / max(
+                frame_edge_energy(reference[b]), 1e-9)}
 
 
 def alternating_blocks(length: int, blocks: int) -> tuple[np.ndarray, np.ndarray]:
@@ -351,9 +409,9 @@ def held_out_split(real: Examples, fake: Examples) -> tuple[Examples, Examples, 
             fake.subset(fake_train), fake.subset(fake_test))
 
 
-def critic_frames(frames: np.ndarray) -> torch.Tensor:
-    """uint8 frames (T,S,S,3) -> uint8 tensor (T,3,s,s), area-shrunk to at most CRITIC_SIZE."""
-    return _shrink(frames, CRITIC_SIZE).round().to(torch.uint8)
+def critic_frames(frames: np.ndarray, size: int = CRITIC_SIZE) -> torch.Tensor:
+    """uint8 frames (T,S,S,3) -> uint8 tensor (T,3,s,s), area-shrunk to at most `size`."""
+    return _shrink(frames, size).round().to(torch.uint8)
 
 
 class Critic(nn.Module):
@@ -405,20 +463,36 @@ def _scores(critic: Critic, examples: Examples) -> torch.Tensor:
     return torch.cat([critic(examples.batch(p)) for p in np.array_split(picks, max(1, len(picks) // 256))])
 
 
-def critics(generated: np.ndarray, reference: np.ndarray, step: int, config: EvalConfig) -> dict[str, Any]:
+def clip_starts(clips: list[np.ndarray], span: int) -> np.ndarray:
+    """Indices into the clips end to end where `span` consecutive frames lie within one clip."""
+    ends = np.cumsum([len(clip) for clip in clips])
+    return np.concatenate([np.arange(end - len(clip), end - span + 1) for clip, end in zip(clips, ends)])
+
+
+def critics(generated: np.ndarray, reference: np.ndarray | list[np.ndarray], step: int,
+            config: EvalConfig) -> dict[str, Any]:
     """Frame and clip critics, generated vs reference and reference A vs B (see module docstring)."""
+    clips = as_clips(reference)
+    reference = np.concatenate(clips)
     gen, ref = critic_frames(generated), critic_frames(reference)
     one, clip = np.zeros(1, int), np.arange(CLIP_FRAMES)
-    ref_clip_starts = np.arange(len(reference) - step * (CLIP_FRAMES - 1))
+    ref_clip_starts = clip_starts(clips, step * (CLIP_FRAMES - 1) + 1)
     a, b = alternating_blocks(len(ref_clip_starts), BASELINE_BLOCKS)
+    fa, fb = alternating_blocks(len(ref), BASELINE_BLOCKS)
     pairs = {
         "frames": (Examples(ref, np.arange(len(ref)), one), Examples(gen, np.arange(len(gen)), one)),
         "clips": (Examples(ref, ref_clip_starts, clip * step),
                   Examples(gen, np.arange(len(gen) - CLIP_FRAMES + 1), clip)),
-        "reference_baseline_frames": (Examples(ref, a, one), Examples(ref, b, one)),
+        "reference_baseline_frames": (Examples(ref, fa, one), Examples(ref, fb, one)),
         "reference_baseline_clips": (Examples(ref, ref_clip_starts[a], clip * step),
                                      Examples(ref, ref_clip_starts[b], clip * step)),
     }
+    if generated.shape[1] >= SHARP_CRITIC_SIZE:
+        sharp_gen, sharp_ref = critic_frames(generated, SHARP_CRITIC_SIZE), critic_frames(reference, SHARP_CRITIC_SIZE)
+        pairs[f"frames_{SHARP_CRITIC_SIZE}"] = (Examples(sharp_ref, np.arange(len(sharp_ref)), one),
+                                                Examples(sharp_gen, np.arange(len(sharp_gen)), one))
+        pairs[f"reference_baseline_frames_{SHARP_CRITIC_SIZE}"] = (Examples(sharp_ref, fa, one),
+                                                                   Examples(sharp_ref, fb, one))
     return {name: repeated_critic_test(real, fake, config, seed=config.seed + i)
             for i, (name, (real, fake)) in enumerate(pairs.items())}
 
@@ -448,30 +522,36 @@ def check_reference_length(length: int, reference_fps: float, lamp_fps: float) -
     return step
 
 
-def evaluate_frames(generated: np.ndarray, reference: np.ndarray, *, lamp_fps: float,
-                    reference_fps: float, config: EvalConfig) -> dict[str, Any]:
-    """Every frame-based metric of generated frames (N,S,S,3) against a reference clip (T,S,S,3)."""
-    step = check_reference_length(len(reference), reference_fps, lamp_fps)
-    lamp_rate = reference[::step]
-    return {"reference": {"fps": reference_fps, "frames": len(reference), "lamp_rate_step": step,
-                          "lamp_rate_frames": len(lamp_rate), "lamp_seconds": len(reference) / reference_fps},
+def evaluate_frames(generated: np.ndarray, reference: np.ndarray | list[np.ndarray], *,
+                    lamp_fps: float, reference_fps: float, config: EvalConfig) -> dict[str, Any]:
+    """Every frame-based metric of generated frames (N,S,S,3) against reference clips (T,S,S,3)."""
+    clips = as_clips(reference)
+    step = check_reference_length(min(len(c) for c in clips), reference_fps, lamp_fps)
+    lamp_rate = [clip[::step] for clip in clips]
+    joined = np.concatenate(clips) if len(clips) > 1 else clips[0]
+    return {"reference": {"fps": reference_fps, "clips": len(clips), "frames": len(joined),
+                          "lamp_rate_step": step, "lamp_rate_frames": sum(len(c) for c in lamp_rate),
+                          "lamp_seconds": len(joined) / reference_fps},
             "motion": motion(generated, lamp_rate),
             "frozen": frozen(generated, lamp_rate, lamp_fps),
             "repetition": repetition(generated, lamp_rate, config.min_gap_steps),
-            "colour": colour(generated, reference),
-            "critic": critics(generated, reference, step, config)}
+            "colour": colour(generated, joined),
+            "sharpness": sharpness(generated, joined),
+            "critic": critics(generated, clips, step, config)}
 
 
-def evaluate(model: str | Path, reference: str | Path, config: EvalConfig
+def evaluate(model: str | Path, reference: str | Path | list[str | Path], config: EvalConfig
              ) -> tuple[dict[str, Any], Image.Image]:
     """Load, dream, compare: the report and the contact sheet."""
     started = time.monotonic()
     lamp = load_lamp(model, "cpu")
-    ref_frames, ref_fps = load_reference(reference, lamp.frame_size)
-    try:
-        check_reference_length(len(ref_frames), ref_fps, lamp.data.lamp_fps)
-    except FootageError as exc:
-        raise FootageError(f"{reference}: {exc}") from None
+    paths = reference if isinstance(reference, (list, tuple)) else [reference]
+    clips, ref_fps = load_references(paths, lamp.frame_size)
+    for path, clip in zip(paths, clips):
+        try:
+            check_reference_length(len(clip), ref_fps, lamp.data.lamp_fps)
+        except FootageError as exc:
+            raise FootageError(f"{path}: {exc}") from None
     frames, latents = generate(lamp, config)
     generated_s = time.monotonic() - started
     report = {"model": {"path": str(model), "name": lamp.name, "frame_size": lamp.frame_size,
@@ -481,12 +561,12 @@ def evaluate(model: str | Path, reference: str | Path, config: EvalConfig
                                 if k in ("frames", "skip", "seed", "temperature")},
                              "lamp_seconds": config.frames / lamp.data.lamp_fps, "seconds": generated_s},
               "latent_drift": latent_drift(latents, lamp.reference)}
-    report.update(evaluate_frames(frames, ref_frames, lamp_fps=lamp.data.lamp_fps,
+    report.update(evaluate_frames(frames, clips, lamp_fps=lamp.data.lamp_fps,
                                   reference_fps=ref_fps, config=config))
-    report["reference"]["path"] = str(reference)
+    report["reference"]["path"] = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
     report["seconds"] = time.monotonic() - started
     step = report["reference"]["lamp_rate_step"]
-    return report, contact_sheet(frames, ref_frames[::step])
+    return report, contact_sheet(frames, np.concatenate([clip[::step] for clip in clips]))
 
 
 def contact_sheet(generated: np.ndarray, reference: np.ndarray) -> Image.Image:
@@ -521,7 +601,11 @@ def write_outputs(out: Path, report: dict[str, Any], sheet: Image.Image) -> None
 
 def summary(report: dict[str, Any]) -> str:
     """A few readable lines of the report."""
-    m, fz, rep, col, cr = (report[k] for k in ("motion", "frozen", "repetition", "colour", "critic"))
+    m, fz, rep, col, cr, sh = (report[k] for k in ("motion", "frozen", "repetition", "colour",
+                                                   "critic", "sharpness"))
+    sharp = f"frames_{SHARP_CRITIC_SIZE}"
+    sharp_line = (f", frames at {SHARP_CRITIC_SIZE} px {_acc(cr[sharp])} (reference A/B "
+                  f"{_acc(cr['reference_baseline_' + sharp])})") if sharp in cr else ""
     gen_rep, ref_rep = rep["generated"], rep["reference"]
     return "\n".join([
         f"lamp {report['model']['name']}: {report['generation']['frames']} frames "
@@ -536,8 +620,10 @@ def summary(report: dict[str, Any]) -> str:
         f"{_pct(ref_rep and ref_rep['near_duplicate_share'])}",
         f"colour: mean RGB distance {col['mean_rgb_distance']:.1f}, histogram distance "
         f"{col['histogram_distance']:.2f} (reference A/B {col['reference_baseline_histogram_distance']:.2f})",
+        f"sharpness (edge energy, generated / reference): {_fmt(sh['ratio'])} (reference A/B "
+        f"{_fmt(sh['reference_baseline_ratio'])})",
         f"critic accuracy (0.5 = indistinguishable): frames {_acc(cr['frames'])} (reference A/B "
-        f"{_acc(cr['reference_baseline_frames'])}), clips {_acc(cr['clips'])} "
+        f"{_acc(cr['reference_baseline_frames'])}){sharp_line}, clips {_acc(cr['clips'])} "
         f"(reference A/B {_acc(cr['reference_baseline_clips'])})",
         f"latent drift: max distance from reference {_fmt(report['latent_drift']['max_distance_from_reference'])}, "
         f"last window {_fmt(report['latent_drift']['last_distance_from_reference'])}",
@@ -564,12 +650,13 @@ def _pct(value: float | None) -> str:
 def add_eval(subparsers: argparse._SubParsersAction) -> None:
     """Register `lavalamp eval`."""
     p = subparsers.add_parser("eval", help="compare a lamp's dream with reference footage",
-                              description="Dream frames with a lamp and compare them with a reference "
-                                          "clip; writes DIR/report.json and DIR/contact_sheet.png.")
+                              description="Dream frames with a lamp and compare them with reference "
+                                          "clips; writes DIR/report.json and DIR/contact_sheet.png.")
     defaults = EvalConfig()
     p.add_argument("--model", required=True, metavar="PATH", help="lamp checkpoint (.safetensors)")
-    p.add_argument("--reference", required=True, metavar="CLIP",
-                   help="reference footage: .npz with frames and fps (or a video / image folder)")
+    p.add_argument("--reference", required=True, nargs="+", metavar="CLIP",
+                   help="reference footage: .npz with frames and fps (or a video / image folder); "
+                        "several clips of one frame rate are one reference of many lamp states")
     p.add_argument("--frames", type=int, default=defaults.frames, metavar="N", help="frames to generate")
     p.add_argument("--skip", type=int, default=defaults.skip, metavar="S",
                    help="dream steps skipped (not decoded) before the compared frames")
