@@ -125,9 +125,56 @@ def test_kill_9_then_resume_finishes_the_run(tmp_path, clip):
     assert steps == sorted(steps), "resumed loss log went back in time"
 
 
+@pytest.fixture
+def clip_128(tmp_path):
+    path = tmp_path / "clip128.npz"
+    frames = moving_blob_clip(60, 0)
+    np.savez(path, frames=frames.repeat(2, axis=1).repeat(2, axis=2), fps=30.0)
+    return path
+
+
+@pytest.mark.slow
+def test_a_128_px_lamp_gets_an_upsampler_from_its_sharpening_stage(tmp_path, clip_128):
+    run = tmp_path / "run"
+    train(str(clip_128), "--run-dir", str(run), "--frame-size", "128", "--sharpen-crop", "32",
+          "--sharpen-batch", "2", *TINY)
+    lamp = load_lamp(run / "lamp.safetensors")
+    assert lamp.frame_size == 128 and lamp.base_size == 64 and lamp.upsampler is not None
+    sharpen = lamp.training["stages"]["sharpen"]
+    assert sharpen["step"] == 6 and sharpen["adversarial"] and sharpen["failure"] is None
+    assert 0 < sharpen["edge_ratio"] and 0 < sharpen["diversity"]
+    for name in ("losses.csv", "losses.png", "samples.png", "state.pt"):
+        assert (run / "sharpen" / name).stat().st_size > 0, name
+    with torch.inference_mode():
+        assert lamp.decode(torch.randn(2, lamp.latent_size)).shape == (2, 3, 128, 128)
+
+
+@pytest.mark.slow
+def test_init_from_adds_an_upsampler_and_keeps_the_lamp_it_starts_from(tmp_path, clip, clip_128):
+    small = tmp_path / "small.safetensors"
+    train(str(clip), "--run-dir", str(tmp_path / "run64"), "--out", str(small), "--decoder-loss", "l1",
+          *TINY)
+    train(str(clip_128), "--run-dir", str(tmp_path / "run128"), "--out", str(tmp_path / "big.safetensors"),
+          "--frame-size", "128", "--init-from", str(small), "--sharpen-crop", "32",
+          "--decoder-loss", "l1", *TINY)
+    before, after = load_lamp(small), load_lamp(tmp_path / "big.safetensors")
+    assert after.frame_size == 128 and after.upsampler is not None and before.upsampler is None
+    for name in ("decoder", "rnn", "encoder"):
+        old, new = getattr(before, name).state_dict(), getattr(after, name).state_dict()
+        assert all(torch.equal(old[k], new[k]) for k in old), name
+    assert torch.equal(before.start_contexts, after.start_contexts)
+    assert after.temperature == before.temperature and after.data == before.data
+    assert after.training["upgraded_by"]["sharpen"]["step"] == 6
+    assert not (tmp_path / "run128" / "rnn").exists(), "the RNN was trained again"
+    assert (tmp_path / "run128" / "sharpen" / "dream.gif").stat().st_size > 0
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "no footage"),
     (["--window", "400"], "too short"),
+    (["--decoder-loss", "blurry"], "decoder_loss must be one of"),
+    (["--init-from", "x.safetensors"], "init_from needs a frame_size above base_size"),
+    (["--frame-size", "100"], "sizes must be in"),
 ])
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, clip, args, message):
     run = tmp_path / "run"

@@ -553,8 +553,8 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
 
 
 @torch.no_grad()
-def _dream_pictures(run: Run, lamp: Lamp) -> None:
-    folder = run.stage_folder("rnn")
+def _dream_pictures(run: Run, lamp: Lamp, stage: str) -> None:
+    folder = run.stage_folder(stage)
     dream = Dream(lamp, seed=run.config.seed)
     frames = dream.decode(dream.advance(160))
     contact_sheet([frames[:8], frames[::20][:8]], folder / "samples.png")
@@ -721,7 +721,7 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     else:
         lamp = _train_new_lamp(run, clips, base)
     if run.world.main:
-        _dream_pictures(run, lamp)
+        _dream_pictures(run, lamp, "sharpen" if run.config.init_from else "rnn")
         save_lamp(lamp, run.folder / "lamp.safetensors")
         save_lamp(lamp, out)
         log.info("wrote %s", out)
