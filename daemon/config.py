@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,9 +19,46 @@ class ConfigError(ValueError):
 
 
 def opt(default: Any, doc: str, *, range: tuple[float, float] | None = None,
-        choices: tuple[str, ...] | None = None) -> Any:
-    """A config field with its documentation and its allowed values."""
-    return field(default=default, metadata={"doc": doc, "range": range, "choices": choices})
+        choices: tuple[str, ...] | None = None,
+        parse: typing.Callable[[str, Any], Any] | None = None) -> Any:
+    """A config field with its documentation and its allowed values (or its own `parse(key, value)`)."""
+    return field(default=default, metadata={"doc": doc, "range": range, "choices": choices,
+                                            "parse": parse})
+
+
+SCREEN_CHOICES = ("primary", "all")
+LAMP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+def _screens(key: str, value: Any) -> str | tuple[int, ...]:
+    """display.screens: 'primary', 'all' or a non-empty list of distinct monitor indexes."""
+    if value in SCREEN_CHOICES:
+        return value
+    ok = isinstance(value, list) and value and all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= 16 for i in value)
+    if not ok or len(set(value)) != len(value):
+        raise ConfigError(f"{key}: expected 'primary', 'all' or a list of distinct monitor "
+                          f"indexes in 0..16 (e.g. [0, 1]), got {_show(value)}")
+    return tuple(value)
+
+
+def lamp_name_problem(name: Any) -> str | None:
+    """Why `name` is not a lamp name of the library (a file name without its folder), or None."""
+    if not isinstance(name, str) or not LAMP_NAME.fullmatch(name):
+        return (f"{_show(name)} is not a lamp name (letters, digits and _.+- only, the file "
+                "name in model.library without .safetensors)")
+    return None
+
+
+def _lamp_names(key: str, value: Any) -> tuple[str, ...]:
+    """playlist.lamps: a list of lamp names from the library."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of lamp names, got {_show(value)}")
+    for name in value:
+        problem = lamp_name_problem(name)
+        if problem:
+            raise ConfigError(f"{key}: {problem}")
+    return tuple(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +75,9 @@ class ModelConfig:
                              range=(0.05, 3.0))
     seed: int | None = opt(None, "seed of the first dream; null = a fresh random seed each start",
                            range=(0, 2**63 - 1))
+    library: str | None = opt(None, "folder of lamp checkpoints (NAME.safetensors) that the "
+                              "playlist and the control surfaces choose lamps from by NAME; "
+                              "null = no library")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +85,15 @@ class DisplayConfig:
     """The window and how the lamp is drawn into it."""
 
     fullscreen: bool = opt(True, "fullscreen (true) or a window (false)")
-    display: int = opt(0, "index of the monitor to use (0 = primary)", range=(0, 16))
+    display: int = opt(0, "index of the monitor to use when screens is primary (0 = primary)",
+                       range=(0, 16))
+    screens: str | tuple[int, ...] = opt("primary", "monitors to show the lamp on: primary = "
+                                         "the one monitor named by display, all = every "
+                                         "monitor, or a list of monitor indexes like [0, 1]",
+                                         parse=_screens)
+    multi: str = opt("independent", "with several monitors: independent = each monitor its own "
+                     "dream of the lamp (own seed), clone = one dream shown on every monitor",
+                     choices=("independent", "clone"))
     width: int = opt(0, "window or fullscreen width in pixels; 0 = the desktop size",
                      range=(0, 16384))
     height: int = opt(0, "window or fullscreen height in pixels; 0 = the desktop size",
@@ -64,6 +113,10 @@ class DisplayConfig:
                        range=(0.05, 20.0))
     hide_cursor: bool = opt(True, "hide the mouse cursor over the lamp")
     quit_keys: bool = opt(True, "Esc and q quit; set false on kiosks")
+    pixel_shift_px: int = opt(0, "burn-in care for OLED and plasma screens: the picture orbits "
+                              "this many pixels around its place; 0 = off", range=(0, 64))
+    pixel_shift_period_s: float = opt(600.0, "seconds the picture takes for one orbit of "
+                                      "pixel_shift_px", range=(10, 86400))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +186,20 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlaylistConfig:
+    """Lamps from model.library shown in turn, each change a cross-fade."""
+
+    lamps: tuple[str, ...] = opt((), "lamp names from model.library to show in turn; empty = "
+                                 "no playlist (model.path is shown)", parse=_lamp_names)
+    order: str = opt("sequential", "sequential = in the order listed, shuffle = a fresh random "
+                     "order each round", choices=("sequential", "shuffle"))
+    every_s: float | None = opt(None, "seconds each lamp is shown; null = use change",
+                                range=(10, 31_536_000))
+    change: str | None = opt(None, "crontab line moving on to the next lamp (as in schedule:, "
+                             "in schedule.timezone); null = use every_s")
+
+
+@dataclass(frozen=True, kw_only=True)
 class LoggingConfig:
     """Where the log goes and how much of it."""
 
@@ -149,6 +216,7 @@ class Config:
     guard: GuardConfig = field(default_factory=GuardConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    playlist: PlaylistConfig = field(default_factory=PlaylistConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
@@ -184,7 +252,26 @@ def parse_config(data: Any) -> Config:
         raise ConfigError(f"expected a mapping of sections at the top level, got {_show(data)}")
     config = _build(Config, data, "")
     _check_schedule(config.schedule)
+    _check_playlist(config)
     return config
+
+
+def _check_playlist(config: Config) -> None:
+    """A playlist needs a library and exactly one of every_s and change."""
+    p = config.playlist
+    if not p.lamps:
+        if p.every_s is not None or p.change is not None:
+            raise ConfigError("playlist.every_s / playlist.change are set but playlist.lamps is "
+                              "empty: name the lamps to show")
+        return
+    if config.model.library is None:
+        raise ConfigError("playlist.lamps is set but model.library is not: the names need the "
+                          "folder they are in")
+    if (p.every_s is None) == (p.change is None):
+        raise ConfigError("playlist: set exactly one of every_s (seconds per lamp) and change "
+                          f"(a crontab line), got {'both' if p.every_s is not None else 'neither'}")
+    if p.change is not None:
+        _check_crontab("playlist.change", p.change, config.schedule.timezone)
 
 
 def _check_schedule(schedule: ScheduleConfig) -> None:
@@ -215,6 +302,18 @@ def _check_schedule(schedule: ScheduleConfig) -> None:
                               "never come back")
 
 
+def _check_crontab(key: str, line: str, timezone: str | None) -> None:
+    from zoneinfo import ZoneInfo
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(line, timezone=ZoneInfo(timezone) if timezone else None)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: invalid crontab line {line!r} (expected "
+                          f"'minute hour day month day-of-week'): {exc}") from None
+
+
 def _build(cls: type, data: dict, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -232,6 +331,8 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected a mapping of keys, got {_show(value)}")
             values[name] = _build(kind, value, f"{key}.")
+        elif f.metadata.get("parse"):
+            values[name] = f.metadata["parse"](key, value)
         else:
             values[name] = _check(key, value, kind, f.metadata)
     return cls(**values)
