@@ -8,7 +8,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -66,13 +66,16 @@ class Producer:
     """
 
     def __init__(self, *, source: FrameSource, ring: RingBuffer, metrics: DaemonMetrics,
-                 config: BufferConfig, torch_threads: int = 1, fault: Fault | None = None) -> None:
+                 config: BufferConfig, torch_threads: int = 1, fault: Fault | None = None,
+                 name: str = "producer",
+                 on_load: Callable[[Path, bool], None] | None = None) -> None:
         self.source = source
         self.ring = ring
         self.metrics = metrics
         self.config = config
         self.torch_threads = torch_threads
         self.fault = fault
+        self.on_load = on_load  # (path, accepted) after each requested load, on this thread
         self.failed = threading.Event()
         self.failure = ""
         self.generation_fps = 0.0  # frames decoded per second of working time, latest batch
@@ -82,7 +85,7 @@ class Producer:
         self._crashes: deque[float] = deque()
         self._load_request: tuple[Path, torch.device] | None = None
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="producer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         """Start the thread."""
@@ -183,10 +186,14 @@ class Producer:
         except (LampLoadError, ValueError, RuntimeError) as exc:
             log.error("new checkpoint refused, the current lamp keeps running: %s", exc)
             self.metrics.model_swaps.labels("refused").inc()
+            if self.on_load:
+                self.on_load(path, False)
             return
         log.info("new checkpoint %s (%r) accepted: cross-fading it in", path, lamp.name)
         self.source.request_swap(lamp)
         self.metrics.model_swaps.labels("loaded").inc()
+        if self.on_load:
+            self.on_load(path, True)
 
 
 def validate_lamp(lamp: Lamp) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -23,9 +24,11 @@ from lavalamp.models.device import DeviceError, resolve_device
 from . import notify
 from .clock import DisplayClock
 from .config import Config, ConfigError, load_config
-from .metrics import DaemonMetrics, MetricsError, start_http_server, stop_http_server
+from .metrics import (DaemonMetrics, MetricsError, ScreenMetrics, start_http_server,
+                      stop_http_server)
+from .playlist import Playlist
 from .producer import Producer, fault_from_env
-from .renderer import DisplayLost, HeadlessRenderer, PygameRenderer
+from .renderer import DisplayLost, HeadlessRenderer, PygameRenderer, WindowsRenderer
 from .ring import RingBuffer
 from .schedule import Schedule
 from .source import FrameSource
@@ -118,16 +121,48 @@ def dump_stacks() -> None:
         log.warning("stack of thread %s (%s):\n%s", names.get(ident, "?"), ident, stack)
 
 
+def first_screen(display) -> str:
+    """The `screen` label of the first screen display.screens names (before any is opened)."""
+    if display.screens == "primary":
+        return str(display.display)
+    return "0" if display.screens == "all" else str(display.screens[0])
+
+
+def make_playlist(config: Config) -> Playlist | None:
+    """The configured playlist, or None."""
+    if not config.playlist.lamps:
+        return None
+    return Playlist(config=config.playlist, library=config.model.library)
+
+
+@dataclass
+class Lane:
+    """One dream: its frame source, ring buffer, producer and clock, and the screens showing it."""
+
+    label: str  # the `screen` label of its metrics: its first screen's
+    screens: list[str]
+    metrics: ScreenMetrics
+    source: FrameSource
+    ring: RingBuffer
+    producer: Producer
+    clock: DisplayClock | None = None
+    in_underrun: bool = False
+    lost: set[str] = field(default_factory=set)  # its screens whose monitor went away
+
+    @property
+    def live(self) -> bool:
+        """Whether any of its screens is there to show it."""
+        return len(self.lost) < len(self.screens)
+
+
 @dataclass
 class LoopState:
     """What the frame loop keeps from one frame to the next."""
 
     watchdog_s: float | None
-    clock: DisplayClock | None = None
     displayed: int = 0
     ready: bool = False
     paused: bool = False
-    in_underrun: bool = False
     fps: float = 0.0
     last_shown: float = 0.0
     next_tick: float = 0.0
@@ -147,21 +182,39 @@ class Daemon:
         self.headless = headless
         self.windowed = windowed
         self.max_frames = max_frames
-        self.metrics = DaemonMetrics(registry or CollectorRegistry())
+        self.metrics = DaemonMetrics(registry or CollectorRegistry(),
+                                     screen=first_screen(config.display))
+        self.lanes: list[Lane] = []
+        self.screen_metrics: dict[str, ScreenMetrics] = {}
+        self.playlist: Playlist | None = None
         self.started = time.monotonic()
         self._stop_reason: str | None = None
         self._reload = False
         self.exit_code = EXIT_OK
 
     def model_path(self) -> Path:
-        """The checkpoint to show: --model, else model.path, else the shipped lamp."""
+        """The checkpoint to show: the playlist's lamp, else --model, else model.path, else the
+        shipped lamp."""
+        if self.playlist is not None:
+            return self.playlist.path()
         chosen = self.model_arg or self.config.model.path
         return Path(chosen) if chosen else default_lamp_path()
 
+    # the first lane's parts: what a single-screen daemon has
+    @property
+    def source(self) -> FrameSource:
+        return self.lanes[0].source
+
+    @property
+    def ring(self) -> RingBuffer:
+        return self.lanes[0].ring
+
+    @property
+    def producer(self) -> Producer:
+        return self.lanes[0].producer
+
     def display_config(self, config: Config):
         """The display section with --windowed applied."""
-        import dataclasses
-
         return dataclasses.replace(config.display, fullscreen=False) if self.windowed \
             else config.display
 
@@ -209,45 +262,126 @@ class Daemon:
     def _start(self, stack: contextlib.ExitStack) -> None:
         c = self.config
         device = resolve_device(c.model.device)
-        lamp = load_lamp(self.model_path(), device)
-        log.info("lamp %r from %s: %dx%d frames, latent %d, %.3g lamp fps, on %s", lamp.name,
-                 self.model_path(), lamp.frame_size, lamp.frame_size, lamp.latent_size,
-                 lamp.data.lamp_fps, device)
         self.device = device
+        self.playlist = make_playlist(c) if self.model_arg is None else None
+        lamp = self._first_lamp(device)
         if c.metrics.enabled:
             server, thread = start_http_server(c.metrics.address, c.metrics.port, self.metrics.registry)
             stack.callback(stop_http_server, server, thread)
             log.info("metrics on http://%s:%d/metrics", c.metrics.address, c.metrics.port)
-        self.source = FrameSource(lamp=lamp, guard=c.guard, metrics=self.metrics,
-                                  temperature=c.model.temperature, seed=c.model.seed)
-        self.ring = RingBuffer(capacity=c.buffer.depth_frames, frame_shape=self.source.frame_shape)
-        self.metrics.ring_capacity.set(self.ring.capacity)
-        self.producer = Producer(source=self.source, ring=self.ring, metrics=self.metrics,
-                                 config=c.buffer, torch_threads=c.model.torch_threads,
-                                 fault=fault_from_env())
+        renderer_class = HeadlessRenderer if self.headless else \
+            PygameRenderer if c.display.screens == "primary" else WindowsRenderer
+        self.renderer = renderer_class(config=self.display_config(c), frame_size=lamp.frame_size)
+        screens = self.renderer.open()
+        stack.callback(self.renderer.close)
+        self.screen_metrics = {label: self.metrics.for_screen(label) for label in screens}
+        groups = [screens] if c.display.multi == "clone" else [[label] for label in screens]
+        self.lanes = [self._lane(lamp, group, i) for i, group in enumerate(groups)]
         self.schedule = Schedule(config=c.schedule, model_path=self.model_path(),
-                                 on_reseed=lambda: self.source.request_reseed("schedule"),
+                                 on_reseed=lambda: self._reseed_all("schedule"),
                                  on_model_change=self._reload_model)
-        self.producer.pause(not self.schedule.display_on)  # off hours: generate nothing at all
-        self.producer.start()
+        self._set_playlist_job(c)
+        for lane in self.lanes:
+            lane.producer.pause(not self.schedule.display_on)  # off hours: generate nothing at all
+            lane.producer.start()
         stack.callback(self._stop_producer)
         self.schedule.start()
         stack.callback(self.schedule.shutdown)
-        renderer_class = HeadlessRenderer if self.headless else PygameRenderer
-        self.renderer = renderer_class(config=self.display_config(c),
-                                       frame_size=self.source.frame_size)
-        self.renderer.open()
-        stack.callback(self.renderer.close)
+        if len(self.lanes) > 1 or len(screens) > 1:
+            log.info("%d screen(s) %s, %d dream(s) (%s)", len(screens), ", ".join(screens),
+                     len(self.lanes), c.display.multi)
+
+    def _first_lamp(self, device):
+        """The lamp to start with: the playlist's first that loads, else the model path's."""
+        tries = len(self.playlist.config.lamps) if self.playlist else 1
+        for attempt in range(tries):
+            try:
+                lamp = load_lamp(self.model_path(), device)
+                break
+            except LampLoadError as exc:
+                if self.playlist is None or attempt == tries - 1:
+                    raise
+                log.error("playlist: %s", exc)
+                self.playlist.refused(self.playlist.current)
+        log.info("lamp %r from %s: %dx%d frames, latent %d, %.3g lamp fps, on %s", lamp.name,
+                 self.model_path(), lamp.frame_size, lamp.frame_size, lamp.latent_size,
+                 lamp.data.lamp_fps, device)
+        return lamp
+
+    def _lane(self, lamp, screens: list[str], number: int) -> Lane:
+        """A dream for `screens`: its own source (own seed), ring and producer thread."""
+        c = self.config
+        metrics = self.screen_metrics[screens[0]]
+        seed = None if c.model.seed is None else (c.model.seed + number) % 2**63
+        source = FrameSource(lamp=lamp, guard=c.guard, metrics=metrics,
+                             temperature=c.model.temperature, seed=seed)
+        ring = RingBuffer(capacity=c.buffer.depth_frames, frame_shape=source.frame_shape)
+        metrics.ring_capacity.set(ring.capacity)
+        producer = Producer(source=source, ring=ring, metrics=metrics, config=c.buffer,
+                            torch_threads=c.model.torch_threads, fault=fault_from_env(),
+                            name="producer" if number == 0 else f"producer-{screens[0]}",
+                            on_load=self._on_load)
+        return Lane(label=screens[0], screens=screens, metrics=metrics, source=source, ring=ring,
+                    producer=producer)
+
+    def _reseed_all(self, reason: str) -> None:
+        for lane in self.lanes:
+            lane.source.request_reseed(reason)
+
+    def _set_playlist_job(self, config: Config) -> None:
+        p = config.playlist
+        self.schedule.set_playlist(p.every_s, p.change,
+                                   self.next_lamp if self.playlist is not None else None)
+
+    def next_lamp(self) -> None:
+        """Cross-fade to the playlist's next lamp (any thread; loaded on the producer threads)."""
+        if self.playlist is None:
+            log.warning("next lamp: no playlist is configured")
+            return
+        name = self.playlist.advance()
+        log.info("playlist: next lamp %r", name)
+        self._reload_model()
+
+    def choose_lamp(self, name: str) -> None:
+        """Cross-fade to the library's lamp `name` (any thread); ValueError if there is no such
+        lamp (only names of model.library, never a path)."""
+        if self.playlist is None:
+            if self.config.model.library is None:
+                raise ValueError("no lamp library: set model.library")
+            self.playlist = Playlist(config=dataclasses.replace(self.config.playlist,
+                                                                lamps=(name,)),
+                                     library=self.config.model.library)
+        self.playlist.choose(name)
+        log.info("lamp %r chosen", name)
+        self._reload_model()
+
+    def _on_load(self, path: Path, accepted: bool) -> None:
+        """A producer loaded `path` (its thread): a refused playlist lamp is skipped."""
+        playlist = self.playlist
+        if playlist is None or path != playlist.path():
+            return
+        if accepted:
+            playlist.loaded(playlist.current)
+            return
+        instead = playlist.refused(playlist.current)
+        if instead is not None:
+            self._reload_model()
 
     def _stop_producer(self) -> None:
         hung = self._producer_hung_for() is not None
         wait = 0.0 if hung else PRODUCER_JOIN_S  # a hung thread will not answer: do not wait for it
-        if not self.producer.stop(timeout=wait):
-            log.warning("producer thread still busy after %.1f s; leaving it behind", wait)
+        deadline = time.monotonic() + wait
+        for lane in self.lanes:
+            lane.producer._stop.set()  # all asked at once, then joined against one deadline
+        for lane in self.lanes:
+            if not lane.producer.stop(timeout=max(0.0, deadline - time.monotonic())):
+                log.warning("producer thread of screen %s still busy after %.1f s; leaving it "
+                            "behind", lane.label, wait)
 
     def _reload_model(self) -> None:
         log.info("loading %s on the side", self.model_path())
-        self.producer.request_load(self.model_path(), self.device)
+        for lane in self.lanes:
+            lane.producer.request_load(self.model_path(), self.device)
 
     def _reload_config(self) -> None:
         """SIGHUP: a new config (refused if invalid) and the model, without closing the window."""
@@ -265,8 +399,13 @@ class Daemon:
             log.warning("model.device / model.torch_threads take effect at the next start")
         setup_logging(new.logging.level)
         self.renderer.apply(self.display_config(new))
-        self.source.request_guard(new.guard)
+        for lane in self.lanes:
+            lane.source.request_guard(new.guard)
+        if self.model_arg is None and (old.playlist, old.model.library) != \
+                (new.playlist, new.model.library):
+            self.playlist = make_playlist(new)
         self.schedule.configure(new.schedule, self.model_path())
+        self._set_playlist_job(new)
         self._reload_model()
         log.info("config reloaded from %s", self.config_path or "built-in defaults")
 
@@ -287,36 +426,45 @@ class Daemon:
                 self._mark_ready(st)  # a blank screen is what this hour should show
                 time.sleep(OFF_POLL_S)
                 continue
-            if st.clock is None:
-                if not self.ring.wait_for_frames(2, OFF_POLL_S):
-                    continue
-                now = time.monotonic()
-                st.clock = DisplayClock(lamp_fps=self.source.lamp.data.lamp_fps,
-                                        speed=self.config.display.speed, now=now,
-                                        position=self.ring.first_seq)
-            elif st.paused and st.ready:
+            if not self._start_clocks():
+                continue
+            if (st.paused and st.ready) or not any(lane.live for lane in self.lanes):
                 time.sleep(OFF_POLL_S)
                 continue
-            self._show(st, now)
+            self._show(st, time.monotonic())  # a clock may have started since `now`
             if self.max_frames is not None and st.displayed >= self.max_frames:
                 log.info("%d frames displayed: done", st.displayed)
                 return EXIT_OK
             self._pace(st)
 
+    def _start_clocks(self) -> bool:
+        """Start each shown dream's clock once it has two frames; whether all have started."""
+        for lane in self.lanes:
+            if lane.clock is not None or not lane.live:
+                continue
+            if not lane.ring.wait_for_frames(2, OFF_POLL_S):
+                return False
+            lane.clock = DisplayClock(lamp_fps=lane.source.lamp.data.lamp_fps,
+                                      speed=self.config.display.speed, now=time.monotonic(),
+                                      position=lane.ring.first_seq)
+        return True
+
     def _exit_code(self) -> int | None:
         if self._stop_reason:
             log.info("%s received", self._stop_reason)
             return EXIT_OK
-        if self.producer.failed.is_set():
-            log.critical("stopping with a failure: %s", self.producer.failure)
-            return EXIT_FAILURE
+        for lane in self.lanes:
+            if lane.producer.failed.is_set():
+                log.critical("stopping with a failure: %s", lane.producer.failure)
+                return EXIT_FAILURE
         return None
 
     def _apply_reload(self, st: "LoopState") -> None:
         self._reload_config()
         self.metrics.display_target_fps.set(self.config.display.fps)
-        if st.clock is not None:
-            st.clock.set_speed(time.monotonic(), self.config.display.speed)
+        for lane in self.lanes:
+            if lane.clock is not None:
+                lane.clock.set_speed(time.monotonic(), self.config.display.speed)
 
     def _handle_events(self, st: "LoopState") -> int | None:
         """Keys and window events; EXIT_OK on quit."""
@@ -327,11 +475,22 @@ class Daemon:
             if command == "fullscreen":
                 self.renderer.toggle_fullscreen()
             elif command == "reseed":
-                self.source.request_reseed("manual")
+                self._reseed_all("manual")
             elif command == "pause":
                 st.paused = not st.paused
                 log.info("paused" if st.paused else "resumed")
+            elif command.startswith(("lost:", "back:")):
+                self._screen_presence(command)
         return None
+
+    def _screen_presence(self, command: str) -> None:
+        """A monitor went away or came back: its dream pauses or goes on."""
+        kind, label = command.split(":", 1)
+        for lane in self.lanes:
+            if label in lane.screens:
+                (lane.lost.add if kind == "lost" else lane.lost.discard)(label)
+                if not lane.live:
+                    log.info("no screen shows the dream of screen %s: it pauses", lane.label)
 
     def _publish_state(self, st: "LoopState", now: float) -> bool:
         """Metrics, watchdog, status, producer pause and clock pause; whether the display is on."""
@@ -339,48 +498,63 @@ class Daemon:
         m.display_scheduled_on.set(int(on))
         m.display_on.set(int(on))
         m.brightness.set(self.schedule.brightness if on else 0.0)
-        m.heartbeat_age.set(self.producer.heartbeat_age())
-        m.ring_frames.set(len(self.ring))
-        self.producer.pause(not on)
+        for lane in self.lanes:
+            lane.metrics.heartbeat_age.set(lane.producer.heartbeat_age())
+            lane.metrics.ring_frames.set(len(lane.ring))
+            lane.producer.pause(not (on and lane.live))
         if st.ready and st.watchdog_s and now >= st.next_watchdog:
             st.next_watchdog = now + st.watchdog_s
             self._watchdog()
         if st.ready and now >= st.next_status:
             st.next_status = now + STATUS_EVERY_S
             self._status(st.fps, on)
-        if st.clock is not None:
-            if not on or st.paused:
-                st.clock.pause(now)
+        for lane in self.lanes:
+            if lane.clock is None:
+                continue
+            if not on or st.paused or not lane.live:
+                lane.clock.pause(now)
             else:
-                st.clock.resume(now)
+                lane.clock.resume(now)
         return on
 
     def _show(self, st: "LoopState", now: float) -> None:
-        """Draw the frame the clock says, cross-faded toward the next; hold on an underrun."""
-        index, weight = st.clock.frame(now)
-        newest = self.ring.end_seq - 1
-        underrun = index > newest or (index == newest and weight > 0)
-        if underrun:
-            st.clock.hold(now, newest)
-            index, weight = newest, 0.0
-            if not st.in_underrun:
-                self.metrics.underruns.inc()
-                log.debug("ring buffer underrun at frame %d", newest)
-        st.in_underrun = underrun
-        self.ring.release_before(index)
-        b = self.ring.get(index + 1) if weight > 0 else None
-        self.renderer.draw(self.ring.get(index), index, b, index + 1, weight,
-                           self.schedule.brightness)
+        """Draw on every screen the frame its clock says, cross-faded toward the next; a dream
+        whose producer is behind holds its newest frame."""
+        for lane in self.lanes:
+            if lane.live:
+                self._show_lane(lane, now)
         shown = time.monotonic()
         st.displayed += 1
-        self.metrics.frames_displayed.inc()
         if st.displayed > 1:
             interval = shown - st.last_shown
-            self.metrics.frame_seconds.observe(interval)
             st.fps += FPS_SMOOTHING * (1.0 / max(interval, 1e-6) - st.fps)
-            self.metrics.display_fps.set(st.fps)
+            for lane in self.lanes:
+                for label in lane.screens:
+                    if label not in lane.lost:
+                        self.screen_metrics[label].frame_seconds.observe(interval)
+                        self.screen_metrics[label].display_fps.set(st.fps)
         st.last_shown = shown
         self._mark_ready(st)
+
+    def _show_lane(self, lane: Lane, now: float) -> None:
+        index, weight = lane.clock.frame(now)
+        ring = lane.ring
+        newest = ring.end_seq - 1
+        underrun = index > newest or (index == newest and weight > 0)
+        if underrun:
+            lane.clock.hold(now, newest)
+            index, weight = newest, 0.0
+            if not lane.in_underrun:
+                lane.metrics.underruns.inc()
+                log.debug("ring buffer underrun at frame %d (screen %s)", newest, lane.label)
+        lane.in_underrun = underrun
+        ring.release_before(index)
+        b = ring.get(index + 1) if weight > 0 else None
+        for label in lane.screens:
+            if label not in lane.lost:
+                self.renderer.draw(ring.get(index), index, b, index + 1, weight,
+                                   self.schedule.brightness, screen=label)
+                self.screen_metrics[label].frames_displayed.inc()
 
     def _mark_ready(self, st: "LoopState") -> None:
         if not st.ready:
@@ -399,8 +573,9 @@ class Daemon:
             time.sleep(delay)
 
     def _producer_hung_for(self) -> float | None:
-        """Seconds without producer progress once that counts as hung (buffer.stall_s), else None."""
-        age = self.producer.heartbeat_age()
+        """Seconds without progress of the most behind producer once that counts as hung
+        (buffer.stall_s), else None."""
+        age = max((lane.producer.heartbeat_age() for lane in self.lanes), default=0.0)
         return age if age >= self.config.buffer.stall_s else None
 
     def _watchdog(self) -> None:
@@ -419,7 +594,11 @@ class Daemon:
         if age is not None:
             notify.notify(f"STATUS=producer hung for {age:.0f} s: watchdog withheld")
             return
-        text = (f"STATUS={fps:.1f} fps shown, {self.producer.generation_fps:.1f} fps generation "
-                f"capacity, buffer {len(self.ring)}/{self.ring.capacity}, "
-                f"drift {self.source.guard.distance:.3f}")
+        lanes = self.lanes
+        screens = sum(len(lane.screens) - len(lane.lost) for lane in lanes)
+        text = (f"STATUS={fps:.1f} fps shown"
+                + (f" on {screens} screens" if len(self.screen_metrics) > 1 else "")
+                + f", {min(lane.producer.generation_fps for lane in lanes):.1f} fps generation "
+                f"capacity, buffer {min(len(lane.ring) for lane in lanes)}/{lanes[0].ring.capacity}, "
+                f"drift {max(lane.source.guard.distance for lane in lanes):.3f}")
         notify.notify(text)
