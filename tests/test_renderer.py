@@ -4,7 +4,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import time
 
@@ -14,7 +13,7 @@ import pytest
 from lavalamp.daemon.config import DisplayConfig
 from lavalamp.daemon.renderer import PygameRenderer, blend, layout
 
-from .daemon_helpers import Running, write_config
+from .daemon_helpers import Running, screenshot, write_config
 from .fakes import mean_abs_diff, save_fake_lamp
 
 
@@ -85,18 +84,6 @@ def test_keys_become_commands_and_quit_keys_can_be_disabled(window):
     assert window.events() == ["quit"]  # closing the window still quits
 
 
-def read_xwd(path):
-    """An `xwd` screenshot (ZPixmap, 24/32 bits per pixel) as an RGB array (H,W,3)."""
-    data = path.read_bytes()
-    f = struct.unpack(">25I", data[:100])
-    header_size, width, height, byte_order, bytes_per_line, ncolors = f[0], f[4], f[5], f[7], f[12], f[19]
-    pixels = np.frombuffer(data, dtype="<u4" if byte_order == 0 else ">u4",
-                           count=height * bytes_per_line // 4, offset=header_size + 12 * ncolors)
-    pixels = pixels.reshape(height, bytes_per_line // 4)[:, :width]
-    channels = [(pixels & m) >> ((m & -m).bit_length() - 1) for m in f[14:17]]
-    return np.stack(channels, -1).astype(np.uint8)
-
-
 @pytest.fixture
 def xvfb():
     if not (shutil.which("Xvfb") and shutil.which("xwd")):
@@ -110,12 +97,6 @@ def xvfb():
     yield f":{number}"
     server.terminate()
     server.wait(10)
-
-
-def screenshot(display, path):
-    subprocess.run(["xwd", "-root", "-silent", "-out", str(path)], env={**os.environ, "DISPLAY": display},
-                   check=True, timeout=20)
-    return read_xwd(path)
 
 
 @pytest.mark.xvfb
