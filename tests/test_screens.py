@@ -1,17 +1,24 @@
-"""Several monitors end to end: two virtual 1920x1080 monitors (Xorg's dummy driver), by screenshot."""
+"""Several monitors: two virtual 1920x1080 monitors (Xorg's dummy driver) by screenshot, and headless."""
 
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
-from .daemon_helpers import Running, screenshot, write_config
-from .fakes import mean_abs_diff
+from lavalamp.daemon import service
+from lavalamp.daemon.config import load_config
+from lavalamp.daemon.producer import Fault
+from lavalamp.daemon.service import EXIT_OK, Daemon
+
+from .daemon_helpers import NotifySocket, Running, screenshot, write_config
+from .fakes import mean_abs_diff, metric, save_fake_lamp
 
 XORG_CONF = Path(__file__).resolve().parents[1] / "deploy" / "xorg-two-monitors.conf"
 W = 1920  # each monitor's width; the left one at +0+0, the right one at +1920+0
@@ -133,3 +140,66 @@ def test_clone_shows_one_dream_on_both_monitors(two_monitors, tmp_path):
     assert mean_abs_diff(halves(later)[0], left) > 0.05, "the clone does not move"
     assert "2 screen(s) 0, 1, 1 dream(s) (clone)" in run.output()
     assert code == 0
+
+
+# --- the same without a display: every screen its own dream, or one dream cloned -------------
+
+def headless(tmp_path, display, monkeypatch=None, **kwargs):
+    config_path = write_config(tmp_path / "c.yaml", {"display": display, "model": {"seed": 1}})
+    registry = CollectorRegistry()
+    d = Daemon(config=load_config(config_path), config_path=config_path,
+               model_path=save_fake_lamp(tmp_path / "lamp.safetensors", contrast=100),
+               headless=True, registry=registry, **kwargs)
+    return d, registry
+
+
+def test_independent_screens_each_dream_their_own_and_count_under_their_label(tmp_path):
+    d, registry = headless(tmp_path, {"screens": [0, 1]}, max_frames=20)
+    assert d.run() == EXIT_OK
+    frames = d.renderer.frames
+    assert sorted(frames) == ["0", "1"] and len(d.lanes) == 2
+    assert mean_abs_diff(frames["0"], frames["1"]) > 1, "both screens show the same dream"
+    assert d.lanes[0].source.dream.seed != d.lanes[1].source.dream.seed
+    for screen in ("0", "1"):
+        assert metric(registry, "lavalamp_frames_displayed_total", {"screen": screen}) == 20
+        assert metric(registry, "lavalamp_frames_generated_total", {"screen": screen}) >= 2
+        assert metric(registry, "lavalamp_ring_buffer_capacity_frames", {"screen": screen}) == 64
+    assert metric(registry, "lavalamp_frames_displayed_total") == 40  # summed like PromQL's sum()
+
+
+def test_clone_shows_one_dream_on_every_screen(tmp_path):
+    d, registry = headless(tmp_path, {"screens": [0, 1], "multi": "clone"}, max_frames=20)
+    assert d.run() == EXIT_OK
+    assert len(d.lanes) == 1 and d.lanes[0].screens == ["0", "1"]
+    assert np.array_equal(d.renderer.frames["0"], d.renderer.frames["1"])
+    assert metric(registry, "lavalamp_frames_displayed_total", {"screen": "1"}) == 20
+    assert metric(registry, "lavalamp_frames_generated_total", {"screen": "1"}) == 0  # no 2nd dream
+
+
+def test_a_hung_producer_of_any_screen_withholds_the_watchdog(tmp_path, monkeypatch):
+    faults = iter([None, Fault("hang-producer", 0.5)])  # the second screen's producer hangs
+    monkeypatch.setattr(service, "fault_from_env", lambda: next(faults))
+    server = NotifySocket(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", server.path)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    config_path = write_config(tmp_path / "c.yaml", {"display": {"screens": [0, 1]},
+                                                     "buffer": {"stall_s": 0.5, "depth_frames": 8}})
+    d = Daemon(config=load_config(config_path), config_path=config_path,
+               model_path=save_fake_lamp(tmp_path / "lamp.safetensors", contrast=30),
+               headless=True, registry=CollectorRegistry())
+
+    def watch():
+        try:
+            server.receive_until(lambda m: m == "WATCHDOG=1")
+            watch.hung = server.receive_until(lambda m: "producer hung" in m)[-1]
+            watch.later = server.drain(0.6)
+        finally:
+            d.request_stop("test")
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    assert d.run() == EXIT_OK
+    thread.join(10)
+    server.close()
+    assert "watchdog withheld" in watch.hung and "WATCHDOG=1" not in watch.later
+    assert d.lanes[0].producer.heartbeat_age() < 0.5  # the first screen's producer was fine
