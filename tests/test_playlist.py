@@ -1,0 +1,139 @@
+"""The playlist: order, skipping lamps that fail, timed changes, and a lamp change as a cross-fade."""
+
+import random
+import threading
+import time
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from lavalamp.daemon.config import PlaylistConfig, load_config
+from lavalamp.daemon.playlist import Playlist
+from lavalamp.daemon.schedule import Schedule
+from lavalamp.daemon.service import EXIT_OK, Daemon
+
+from .daemon_helpers import write_config
+from .fakes import mean_abs_diff, metric, save_fake_lamp, wait_until
+
+
+def playlist(tmp_path, lamps, order="sequential", seed=0):
+    for name in lamps:
+        (tmp_path / f"{name}.safetensors").touch()
+    return Playlist(config=PlaylistConfig(lamps=tuple(lamps), order=order, every_s=60),
+                    library=tmp_path, rng=random.Random(seed))
+
+
+def test_sequential_goes_round_in_the_order_listed(tmp_path):
+    p = playlist(tmp_path, ["a", "b", "c"])
+    assert [p.current] + [p.advance() for _ in range(5)] == ["a", "b", "c", "a", "b", "c"]
+    assert p.path() == tmp_path / "c.safetensors"
+
+
+def test_shuffle_shows_every_lamp_once_a_round_and_never_one_twice_in_a_row(tmp_path):
+    p = playlist(tmp_path, ["a", "b", "c", "d"], order="shuffle", seed=3)
+    shown = [p.current] + [p.advance() for _ in range(39)]
+    rounds = [shown[i:i + 4] for i in range(0, 40, 4)]
+    assert all(sorted(r) == ["a", "b", "c", "d"] for r in rounds)
+    assert all(x != y for x, y in zip(shown, shown[1:]))
+    assert len({tuple(r) for r in rounds}) > 1  # a fresh order each round
+
+
+def test_a_refused_lamp_is_skipped_but_not_round_and_round_forever(tmp_path):
+    p = playlist(tmp_path, ["a", "b", "c"])
+    assert p.advance() == "b"
+    assert p.refused("a") is None  # not the lamp asked for any more: nothing to skip
+    assert p.refused("b") == "c"
+    assert p.refused("c") == "a"
+    assert p.refused("a") is None  # all three failed in a row: the lamp on screen stays
+    p.advance()
+    assert p.refused(p.current) is not None  # a timed change tries again
+
+
+def test_choose_takes_library_names_only(tmp_path):
+    p = playlist(tmp_path, ["a", "b"])
+    (tmp_path / "other.safetensors").touch()
+    assert p.choose("other") == "other" and p.path() == tmp_path / "other.safetensors"
+    with pytest.raises(ValueError, match="no lamp 'missing'"):
+        p.choose("missing")
+    with pytest.raises(ValueError, match="is not a lamp name"):
+        p.choose("../a")
+
+
+def test_the_schedule_moves_on_every_s_and_keeps_the_job_through_a_reload(tmp_path):
+    fired = threading.Event()
+    config = load_config(None).schedule
+    s = Schedule(config=config, model_path=None, on_reseed=lambda: None,
+                 on_model_change=lambda: None)
+    s.set_playlist(0.05, None, fired.set)
+    s.start()
+    try:
+        assert fired.wait(5)
+        s.configure(config)
+        assert s._scheduler.get_job("next_lamp") is not None
+        s.set_playlist(None, "30 6 * * *", fired.set)
+        job = s._scheduler.get_job("next_lamp")
+        assert (job.next_run_time.hour, job.next_run_time.minute) == (6, 30)
+    finally:
+        s.shutdown()
+
+
+# --- end to end: a headless daemon changing lamps -------------------------------------------
+
+@pytest.fixture
+def library(tmp_path):
+    folder = tmp_path / "lamps"
+    folder.mkdir()
+    save_fake_lamp(folder / "first.safetensors", name="first", seed=1, contrast=100)
+    (folder / "broken.safetensors").write_bytes(b"half-written garbage")
+    save_fake_lamp(folder / "second.safetensors", name="second", seed=2, contrast=100)
+    return folder
+
+
+def test_a_lamp_change_cross_fades_skips_a_broken_lamp_and_never_stalls(tmp_path, library):
+    config_path = write_config(tmp_path / "c.yaml", {
+        "model": {"library": str(library), "seed": 4},
+        "playlist": {"lamps": ["first", "broken", "second"], "every_s": 3600},
+        "guard": {"crossfade_frames": 12}, "buffer": {"depth_frames": 16, "batch_frames": 4},
+        "display": {"speed": 4, "fps": 60}})
+    registry = CollectorRegistry()
+    d = Daemon(config=load_config(config_path), config_path=config_path, model_path=None,
+               headless=True, registry=registry)
+    shown: list[tuple[float, np.ndarray]] = []
+
+    def record():
+        assert wait_until(lambda: getattr(d, "renderer", None) is not None)
+        draw = d.renderer.draw
+
+        def draw_and_keep(*args, **kwargs):
+            draw(*args, **kwargs)
+            shown.append((time.monotonic(), d.renderer.last_frame.copy()))
+        d.renderer.draw = draw_and_keep
+        record.started = wait_until(lambda: len(shown) > 30)
+        record.before = len(shown)
+        d.next_lamp()  # as the playlist's timer does: "broken" fails, so "second" comes instead
+        record.swapped = wait_until(lambda: d.source.lamp.name == "second")
+        generated = metric(registry, "lavalamp_frames_generated_total")
+        record.faded = wait_until(
+            lambda: metric(registry, "lavalamp_frames_generated_total") > generated + 24)
+        settle = d.ring.end_seq
+        record.settled = wait_until(lambda: d.ring.first_seq > settle + 2, timeout=20)
+        d.request_stop("test")
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    assert d.run() == EXIT_OK
+    thread.join(30)
+    assert record.started and record.swapped and record.faded and record.settled
+    assert metric(registry, "lavalamp_model_swaps_total", {"result": "refused"}) == 1
+    assert metric(registry, "lavalamp_model_swaps_total", {"result": "loaded"}) == 1
+    assert d.playlist.current == "second"
+    frames = [f for _, f in shown]
+    old, new = frames[record.before - 1], frames[-1]
+    assert min(f.mean() for f in frames) > 40, "a black frame"
+    cut = mean_abs_diff(old, new)
+    steps = [mean_abs_diff(a, b) for a, b in zip(frames[record.before - 1:], frames[record.before:])]
+    assert max(steps) < cut / 3, f"a cut, not a cross-fade: step {max(steps):.1f} of {cut:.1f}"
+    assert metric(registry, "lavalamp_ring_buffer_underruns_total") == 0, "the lamp stalled"
+    gaps = np.diff([t for t, _ in shown])
+    assert gaps.max() < 0.25, f"the display stopped for {gaps.max():.3f} s"
