@@ -6,15 +6,17 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from prometheus_client import CollectorRegistry
 
 from lavalamp.daemon.config import PlaylistConfig, load_config
 from lavalamp.daemon.playlist import Playlist
 from lavalamp.daemon.schedule import Schedule
 from lavalamp.daemon.service import EXIT_OK, Daemon
+from lavalamp.models.checkpoint import save_lamp
 
 from .daemon_helpers import write_config
-from .fakes import mean_abs_diff, metric, save_fake_lamp, wait_until
+from .fakes import make_lamp, mean_abs_diff, metric, wait_until
 
 
 def playlist(tmp_path, lamps, order="sequential", seed=0):
@@ -84,9 +86,12 @@ def test_the_schedule_moves_on_every_s_and_keeps_the_job_through_a_reload(tmp_pa
 def library(tmp_path):
     folder = tmp_path / "lamps"
     folder.mkdir()
-    save_fake_lamp(folder / "first.safetensors", name="first", seed=1, contrast=100)
+    for name, seed, tint in (("first", 1, 1.5), ("second", 2, -0.8)):  # bright, then darker
+        lamp = make_lamp(name=name, seed=seed, contrast=100)
+        with torch.no_grad():
+            lamp.decoder.layers[-2].bias.add_(tint)
+        save_lamp(lamp, folder / f"{name}.safetensors")
     (folder / "broken.safetensors").write_bytes(b"half-written garbage")
-    save_fake_lamp(folder / "second.safetensors", name="second", seed=2, contrast=100)
     return folder
 
 
@@ -133,7 +138,8 @@ def test_a_lamp_change_cross_fades_skips_a_broken_lamp_and_never_stalls(tmp_path
     assert min(f.mean() for f in frames) > 40, "a black frame"
     cut = mean_abs_diff(old, new)
     steps = [mean_abs_diff(a, b) for a, b in zip(frames[record.before - 1:], frames[record.before:])]
-    assert max(steps) < cut / 3, f"a cut, not a cross-fade: step {max(steps):.1f} of {cut:.1f}"
+    assert cut > 40, "the two lamps look alike: the test would not see a cut"
+    assert max(steps) < cut / 10, f"a cut, not a cross-fade: step {max(steps):.1f} of {cut:.1f}"
     assert metric(registry, "lavalamp_ring_buffer_underruns_total") == 0, "the lamp stalled"
     gaps = np.diff([t for t, _ in shown])
     assert gaps.max() < 0.25, f"the display stopped for {gaps.max():.3f} s"
