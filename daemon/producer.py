@@ -93,6 +93,15 @@ class Producer:
         self._next_crash = self._started + (self.fault.after_s if self.fault else 0.0)
         self._thread.start()
 
+    @property
+    def name(self) -> str:
+        """The thread's name."""
+        return self._thread.name
+
+    def request_stop(self) -> None:
+        """Ask the thread to stop, without waiting."""
+        self._stop.set()
+
     def stop(self, timeout: float = 1.0) -> bool:
         """Ask the thread to stop and wait up to `timeout` s; False if it lingers."""
         self._stop.set()

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from .colour import ColourTransform
 from .config import DisplayConfig
 from .monitors import Rect, monitor_source
 
@@ -44,6 +45,13 @@ def blend(a: np.ndarray, b: np.ndarray | None, weight: float, brightness: float 
             return a
         return ((a.astype(np.uint16) * wa) >> 8).astype(np.uint8)
     return ((a.astype(np.uint16) * wa + b.astype(np.uint16) * wb) >> 8).astype(np.uint8)
+
+
+def compose(a: np.ndarray, b: np.ndarray | None, weight: float, brightness: float,
+            colour: ColourTransform | None) -> np.ndarray:
+    """The small frame to put on screen: the cross-fade, dimmed, then recoloured."""
+    frame = blend(a, b, weight, brightness)
+    return frame if colour is None else colour(frame)
 
 
 def layout(screen: tuple[int, int], frame: int, scaling: str) -> tuple[tuple[int, int, int, int],
@@ -151,9 +159,10 @@ class HeadlessRenderer:
         return []
 
     def draw(self, a: np.ndarray, a_seq: int, b: np.ndarray | None, b_seq: int, weight: float,
-             brightness: float, screen: str | None = None) -> None:
-        """Compose the frame that would be on screen."""
-        self.last_frame = blend(a, b, weight, brightness)
+             brightness: float, colour: ColourTransform | None = None,
+             screen: str | None = None) -> None:
+        """Compose the frame that would be on `screen`."""
+        self.last_frame = compose(a, b, weight, brightness, colour)
         key = screen or "0"
         self.frames[key] = self.last_frame
         self.shifts[key] = pixel_shift(self.clock(), self.config.pixel_shift_px,
@@ -176,6 +185,8 @@ class PygameRenderer:
         self._painter = Painter(frame_size)
         self.screen = None
         self.clock = time.monotonic
+        self.last_frame: np.ndarray | None = None  # the small frame last drawn (snapshots)
+        self.blanked = False
 
     def open(self) -> list[str]:
         """Open the window on the configured display; its label (the monitor index)."""
@@ -204,10 +215,6 @@ class PygameRenderer:
     def apply(self, config: DisplayConfig) -> None:
         """Take a new display config, re-setting the mode in the same window if it matters."""
         old, self.config = self.config, config
-        if old.display != config.display:
-            log.warning("display.display changed: it takes effect at the next start")
-            config = dataclasses.replace(config, display=old.display)
-            self.config = config
         if (old.fullscreen, old.width, old.height, old.vsync, old.framebuffer) != \
                 (config.fullscreen, config.width, config.height, config.vsync,
                  config.framebuffer):
@@ -300,16 +307,18 @@ class PygameRenderer:
         self._set_mode()
 
     def draw(self, a: np.ndarray, a_seq: int, b: np.ndarray | None, b_seq: int, weight: float,
-             brightness: float, screen: str | None = None) -> None:
-        """Show frame a cross-faded toward b by `weight`, at `brightness` (one screen: `screen`
-        is its label and changes nothing).
+             brightness: float, colour: ColourTransform | None = None,
+             screen: str | None = None) -> None:
+        """Show frame a cross-faded toward b by `weight`, at `brightness`, recoloured (one
+        screen: `screen` is its label and changes nothing).
 
-        The fade and the dimming are done at the lamp's resolution; the result is scaled straight
-        into the screen: one pass over the screen's pixels per displayed frame.
+        The fade, the dimming and the colour are done at the lamp's resolution; the result is
+        scaled straight into the screen: one pass over the screen's pixels per displayed frame.
         """
         import pygame
 
-        frame = np.ascontiguousarray(blend(a, b, weight, brightness))
+        frame = np.ascontiguousarray(compose(a, b, weight, brightness, colour))
+        self.last_frame, self.blanked = frame, False
         c = self.config
         try:
             self._painter.paint(self.screen, frame, smooth=c.smooth, shift=pixel_shift(
@@ -322,6 +331,7 @@ class PygameRenderer:
         """Black screen (display off by schedule)."""
         import pygame
 
+        self.blanked = True
         try:
             self.screen.fill((0, 0, 0))
             pygame.display.flip()
@@ -408,6 +418,8 @@ class WindowsRenderer:
         self.frame_size = frame_size
         self.title = title
         self.windows: dict[str, ScreenWindow] = {}
+        self.last_frame: np.ndarray | None = None  # the small frame last drawn (snapshots)
+        self.blanked = False
         self.gone: dict[str, Rect] = {}  # label -> the place of a monitor that went away
         self.clock = time.monotonic
         self._monitors = None
@@ -560,11 +572,13 @@ class WindowsRenderer:
         return [f"back:{label}"]
 
     def draw(self, a: np.ndarray, a_seq: int, b: np.ndarray | None, b_seq: int, weight: float,
-             brightness: float, screen: str | None = None) -> None:
-        """Show a cross-faded, dimmed frame on `screen` (None: on every screen)."""
+             brightness: float, colour: ColourTransform | None = None,
+             screen: str | None = None) -> None:
+        """Show a cross-faded, dimmed, recoloured frame on `screen` (None: on every screen)."""
         import pygame
 
-        frame = np.ascontiguousarray(blend(a, b, weight, brightness))
+        frame = np.ascontiguousarray(compose(a, b, weight, brightness, colour))
+        self.last_frame, self.blanked = frame, False
         c = self.config
         shift = pixel_shift(self.clock(), c.pixel_shift_px, c.pixel_shift_period_s)
         targets = self.windows.values() if screen is None else \
@@ -577,5 +591,6 @@ class WindowsRenderer:
 
     def blank(self) -> None:
         """Every screen black (display off by schedule)."""
+        self.blanked = True
         for w in self.windows.values():
             w.blank()

@@ -65,8 +65,8 @@ def test_choose_takes_library_names_only(tmp_path):
 def test_the_schedule_moves_on_every_s_and_keeps_the_job_through_a_reload(tmp_path):
     fired = threading.Event()
     config = load_config(None).schedule
-    s = Schedule(config=config, model_path=None, on_reseed=lambda: None,
-                 on_model_change=lambda: None)
+    s = Schedule(config=config, model_path=None, on_state=lambda changes: None,
+                 on_reseed=lambda: None, on_model_change=lambda: None)
     s.set_playlist(0.05, None, fired.set)
     s.start()
     try:
