@@ -15,8 +15,8 @@ from lavalamp.daemon.schedule import Schedule
 from lavalamp.daemon.service import EXIT_OK, Daemon
 from lavalamp.models.checkpoint import save_lamp
 
-from .daemon_helpers import write_config
-from .fakes import make_lamp, mean_abs_diff, metric, wait_until
+from .daemon_helpers import drive, free_port, write_config
+from .fakes import make_lamp, mean_abs_diff, metric, save_fake_lamp, wait_until
 
 
 def playlist(tmp_path, lamps, order="sequential", seed=0):
@@ -143,3 +143,50 @@ def test_a_lamp_change_cross_fades_skips_a_broken_lamp_and_never_stalls(tmp_path
     assert metric(registry, "lavalamp_ring_buffer_underruns_total") == 0, "the lamp stalled"
     gaps = np.diff([t for t, _ in shown])
     assert gaps.max() < 0.25, f"the display stopped for {gaps.max():.3f} s"
+
+
+def test_the_control_api_moves_on_and_chooses_lamps_by_name_never_by_path(tmp_path, library):
+    from .test_control import call_json
+
+    port = free_port()
+    config_path = write_config(tmp_path / "c.yaml", {
+        "model": {"library": str(library)}, "control": {"enabled": True, "port": port},
+        "playlist": {"lamps": ["first", "second"], "every_s": 3600},
+        "buffer": {"depth_frames": 16, "batch_frames": 4}})
+    d = Daemon(config=load_config(config_path), config_path=config_path, model_path=None,
+               headless=True, registry=CollectorRegistry())
+
+    def steer(d):
+        assert wait_until(lambda: metric(d.metrics.registry, "lavalamp_frames_displayed_total")
+                          > 2, timeout=30)
+        out = {"lamps": call_json(port, "GET", "/api/lamps")}
+        out["next"] = call_json(port, "POST", "/api/next_lamp")
+        out["second"] = wait_until(lambda: d.source.lamp.name == "second")
+        out["path"] = call_json(port, "POST", "/api/lamp", {"name": str(library / "first")})
+        out["unknown"] = call_json(port, "POST", "/api/lamp", {"name": "nope"})
+        out["chosen"] = call_json(port, "POST", "/api/lamp", {"name": "first"})
+        out["first"] = wait_until(lambda: d.source.lamp.name == "first")
+        out["status"] = call_json(port, "GET", "/api/status")[1]
+        return out
+
+    out = drive(d, steer)
+    assert out["lamps"] == (200, {"lamps": ["broken", "first", "second"]})
+    assert out["next"] == (200, {"done": "next_lamp"}) and out["second"]
+    assert out["path"][0] == 400 and "is not a lamp name" in out["path"][1]["error"]
+    assert out["unknown"][0] == 400 and "no lamp 'nope'" in out["unknown"][1]["error"]
+    assert out["chosen"] == (200, {"lamp": "first"}) and out["first"]
+    assert out["status"]["playlist"] == {"lamp": "first", "lamps": ["first", "second"]}
+
+
+def test_next_lamp_without_a_playlist_is_a_clear_400(tmp_path):
+    from .test_control import call_json
+
+    port = free_port()
+    config_path = write_config(tmp_path / "c.yaml", {"control": {"enabled": True, "port": port}})
+    d = Daemon(config=load_config(config_path), config_path=config_path,
+               model_path=str(save_fake_lamp(tmp_path / "l.safetensors")), headless=True,
+               registry=CollectorRegistry())
+    shown = lambda: metric(d.metrics.registry, "lavalamp_frames_displayed_total") > 2  # noqa: E731
+    status, body = drive(d, lambda d: (wait_until(shown, timeout=30),
+                                       call_json(port, "POST", "/api/next_lamp"))[1])
+    assert status == 400 and "no playlist is configured" in body["error"]
