@@ -68,14 +68,14 @@ class Producer:
     def __init__(self, *, source: FrameSource, ring: RingBuffer, metrics: DaemonMetrics,
                  config: BufferConfig, torch_threads: int = 1, fault: Fault | None = None,
                  name: str = "producer",
-                 on_load: Callable[[Path, bool], None] | None = None) -> None:
+                 on_load: Callable[[Path, Lamp | None], None] | None = None) -> None:
         self.source = source
         self.ring = ring
         self.metrics = metrics
         self.config = config
         self.torch_threads = torch_threads
         self.fault = fault
-        self.on_load = on_load  # (path, accepted) after each requested load, on this thread
+        self.on_load = on_load  # (path, the lamp or None if refused) after each load, this thread
         self.failed = threading.Event()
         self.failure = ""
         self.generation_fps = 0.0  # frames decoded per second of working time, latest batch
@@ -196,13 +196,13 @@ class Producer:
             log.error("new checkpoint refused, the current lamp keeps running: %s", exc)
             self.metrics.model_swaps.labels("refused").inc()
             if self.on_load:
-                self.on_load(path, False)
+                self.on_load(path, None)
             return
         log.info("new checkpoint %s (%r) accepted: cross-fading it in", path, lamp.name)
         self.source.request_swap(lamp)
         self.metrics.model_swaps.labels("loaded").inc()
         if self.on_load:
-            self.on_load(path, True)
+            self.on_load(path, lamp)
 
 
 def validate_lamp(lamp: Lamp) -> None:

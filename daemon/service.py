@@ -48,6 +48,9 @@ STATUS_EVERY_S = 2.0
 OFF_POLL_S = 0.1  # frame-loop period while the screen is blanked or paused
 FPS_SMOOTHING = 0.05
 PRODUCER_JOIN_S = 0.8  # SIGTERM must end the process within 2 s, even with a hung producer
+# how long a producer thread may hold the GIL while the frame loop waits for it: Python's 5 ms
+# default made frame gaps of 40-60 ms while a new lamp loads (benchmarks/bench_screens.py)
+GIL_SWITCH_S = 0.001
 # display settings the frame loop reads itself; a change of any other display key goes to the renderer
 FRAME_LOOP_DISPLAY_KEYS = ("display.brightness", "display.hue_degrees", "display.saturation",
                            "display.fps", "display.speed")
@@ -319,6 +322,7 @@ class Daemon:
 
     def run(self) -> int:
         """Run until stopped; EXIT_OK, EXIT_FAILURE (supervisor should restart) or EXIT_USAGE."""
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
         with contextlib.ExitStack() as stack:
             self._install_signals(stack)
             try:
@@ -452,12 +456,16 @@ class Daemon:
         except OSError as exc:
             raise ValueError(f"cannot list the library {library}: {exc.strerror or exc}") from None
 
-    def _on_load(self, path: Path, accepted: bool) -> None:
-        """A producer loaded `path` (its thread): a refused playlist lamp is skipped."""
+    def _on_load(self, path: Path, lamp) -> None:
+        """The first producer loaded `path` (its thread): every other dream cross-fades to the
+        same lamp (loaded and validated once); a refused playlist lamp is skipped."""
+        if lamp is not None:
+            for lane in self.lanes[1:]:
+                lane.source.request_swap(lamp)
         playlist = self.playlist
         if playlist is None or path != playlist.path():
             return
-        if accepted:
+        if lamp is not None:
             playlist.loaded(playlist.current)
         elif playlist.refused(playlist.current) is not None:
             self._reload_model()
@@ -489,8 +497,8 @@ class Daemon:
     def _reload_model(self) -> None:
         log.info("loading %s on the side", self.model_path())
         self._model_watch = ModelWatch(self.model_path())
-        for lane in self.lanes:
-            lane.producer.request_load(self.model_path(), self.device)
+        if self.lanes:  # the first dream's producer loads it; the others take the same lamp
+            self.producer.request_load(self.model_path(), self.device)
 
     def _reload_config(self) -> None:
         """SIGHUP: what changed in the file (refused whole if invalid) goes the one live path;
