@@ -17,8 +17,8 @@ from lavalamp.daemon.config import load_config
 from lavalamp.daemon.producer import Fault
 from lavalamp.daemon.service import EXIT_OK, Daemon
 
-from .daemon_helpers import NotifySocket, Running, screenshot, write_config
-from .fakes import mean_abs_diff, metric, save_fake_lamp
+from .daemon_helpers import NotifySocket, Running, drive, screenshot, write_config
+from .fakes import mean_abs_diff, metric, save_fake_lamp, wait_until
 
 XORG_CONF = Path(__file__).resolve().parents[1] / "deploy" / "xorg-two-monitors.conf"
 W = 1920  # each monitor's width; the left one at +0+0, the right one at +1920+0
@@ -203,3 +203,21 @@ def test_a_hung_producer_of_any_screen_withholds_the_watchdog(tmp_path, monkeypa
     server.close()
     assert "watchdog withheld" in watch.hung and "WATCHDOG=1" not in watch.later
     assert d.lanes[0].producer.heartbeat_age() < 0.5  # the first screen's producer was fine
+
+
+def test_pixel_shift_is_a_live_change_and_screens_wait_for_the_next_start(tmp_path, caplog):
+    d, _ = headless(tmp_path, {"screens": [0, 1]})
+
+    def change(d):
+        assert wait_until(lambda: "1" in getattr(getattr(d, "renderer", None), "shifts", {}))
+        before = dict(d.renderer.shifts)
+        d.renderer.clock = lambda: 0.0  # on the orbit's start: (px, 0)
+        assert d.live.request({"display.pixel_shift_px": 8, "display.screens": [0]},
+                              "http").wait(5)
+        assert wait_until(lambda: d.renderer.shifts.get("1") == (8, 0))
+        return before
+
+    before = drive(d, change)
+    assert before == {"0": (0, 0), "1": (0, 0)}
+    assert d.config.display.pixel_shift_px == 8 and d.config.display.screens == (0, 1)
+    assert "display.screens changed to (0,): it takes effect at the next start" in caplog.text
