@@ -18,6 +18,7 @@ from lavalamp.daemon.producer import Fault
 from lavalamp.daemon.service import EXIT_OK, Daemon
 
 from .daemon_helpers import NotifySocket, Running, drive, screenshot, write_config
+from .deploy_support import unavailable
 from .fakes import mean_abs_diff, metric, save_fake_lamp, wait_until
 
 XORG_CONF = Path(__file__).resolve().parents[1] / "deploy" / "xorg-two-monitors.conf"
@@ -29,11 +30,11 @@ def two_monitors(tmp_path):
     """An Xorg server with two RandR outputs (DUMMY0, DUMMY1); its DISPLAY."""
     missing = [b for b in ("Xorg", "xwd", "xrandr") if not shutil.which(b)]
     if missing or not Path("/usr/lib/xorg/modules/drivers/dummy_drv.so").exists():
-        pytest.skip(f"two-monitor Xorg not installed ({', '.join(missing) or 'dummy driver'}): "
+        unavailable(f"two-monitor Xorg not installed ({', '.join(missing) or 'dummy driver'}): "
                     "apt-get install xserver-xorg-core xserver-xorg-video-dummy x11-xserver-utils "
                     "x11-apps")
     if os.geteuid() != 0:
-        pytest.skip("Xorg with the dummy driver needs root here (see deploy/README.md)")
+        unavailable("Xorg with the dummy driver needs root here (see deploy/README.md)")
     read, write = os.pipe()
     server = subprocess.Popen(["Xorg", "-displayfd", str(write), "-noreset", "-nolisten", "tcp",
                                "-config", str(XORG_CONF), "-logfile", str(tmp_path / "Xorg.log")],
