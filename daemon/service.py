@@ -22,7 +22,7 @@ from lavalamp.models.device import DeviceError, resolve_device
 
 from . import notify
 from .clock import DisplayClock
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, one_line
 from .metrics import DaemonMetrics, MetricsError, start_http_server, stop_http_server
 from .producer import Producer, fault_from_env
 from .renderer import DisplayLost, HeadlessRenderer, PygameRenderer
@@ -195,6 +195,10 @@ class Daemon:
             except DisplayLost as exc:  # perhaps not up yet at boot: let the supervisor retry
                 log.critical("%s", exc)
                 return EXIT_FAILURE
+            except Exception as exc:  # noqa: BLE001 - one line, and let the supervisor retry
+                log.debug("start-up failed", exc_info=exc)
+                log.critical("cannot start: %s", one_line(f"{type(exc).__name__}: {exc}"))
+                return EXIT_FAILURE
             try:
                 return self._frame_loop()
             except DisplayLost as exc:
@@ -250,25 +254,45 @@ class Daemon:
         self.producer.request_load(self.model_path(), self.device)
 
     def _reload_config(self) -> None:
-        """SIGHUP: a new config (refused if invalid) and the model, without closing the window."""
+        """SIGHUP: a new config and the model, without closing the window; anything that goes
+        wrong is refused with one line and the lamp goes on as it was."""
         self._reload = False
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
-            log.error("config reload refused, keeping the running config: %s", exc)
+            self._refuse_reload(exc)
             return
-        old, self.config = self.config, new
+        old = self.config
+        try:
+            self._apply_config(old, new)
+        except Exception as exc:  # noqa: BLE001 - a reload must never take the lamp down
+            self._refuse_reload(exc)
+            try:
+                self._apply_config(new, old)
+            except Exception as again:  # noqa: BLE001
+                log.error("could not put the running config back: %s", one_line(repr(again)))
+            return
+        self._reload_model()
+        self.metrics.config_reloads.labels("loaded").inc()
+        log.info("config reloaded from %s", self.config_path or "built-in defaults")
+
+    def _refuse_reload(self, exc: Exception) -> None:
+        reason = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+        log.error("config reload refused: %s; keeping the running config", one_line(reason))
+        self.metrics.config_reloads.labels("refused").inc()
+
+    def _apply_config(self, old: Config, new: Config) -> None:
+        """Make `new` the running config (the parts that change without a restart)."""
         for section in ("buffer", "metrics"):
             if getattr(old, section) != getattr(new, section):
                 log.warning("config section %r changed: it takes effect at the next start", section)
         if (old.model.device, old.model.torch_threads) != (new.model.device, new.model.torch_threads):
             log.warning("model.device / model.torch_threads take effect at the next start")
+        self.config = new
         setup_logging(new.logging.level)
         self.renderer.apply(self.display_config(new))
         self.source.request_guard(new.guard)
         self.schedule.configure(new.schedule, self.model_path())
-        self._reload_model()
-        log.info("config reloaded from %s", self.config_path or "built-in defaults")
 
     def _frame_loop(self) -> int:
         """Show frames until a stop signal, a quit key, --max-frames or a fatal failure."""
