@@ -16,15 +16,15 @@ from safetensors.torch import load, save
 from . import __version__, one_line
 from .atomic import atomic_write_bytes
 from .conv import ConvDecoder, ConvEncoder
-from .gan import GANConfig
 from .latent import LatentStats
 from .rnn import LatentRNN, LatentRNNConfig
+from .upsample import Upsampler, UpsamplerConfig
 from .vae import VAEConfig
 
 FORMAT = "neural-lavalamp"
 FORMAT_VERSION = 1
 DEFAULT_LAMP_FILE = "default_lamp.safetensors"
-DECODER_CONFIGS = {"vae": VAEConfig, "gan": GANConfig}
+DECODER_CONFIGS = {"vae": VAEConfig}
 
 
 class LampLoadError(ValueError):
@@ -56,12 +56,14 @@ class DataInfo:
 class Lamp:
     """A complete lamp: decoder, latent RNN, latent statistics and where its footage came from.
 
-    The RNN steps latents u in a standardized space; the decoder sees z = u * latent_std + latent_mean.
+    The RNN steps latents u in a standardized space; the decoder sees z = u * latent_std + latent_mean
+    and makes frames of its own size; an upsampler, when the lamp has one, enlarges them to
+    `frame_size` with learned detail.
     """
 
     name: str
     decoder_kind: str
-    decoder_config: VAEConfig | GANConfig
+    decoder_config: VAEConfig
     decoder: ConvDecoder
     rnn: LatentRNN
     latent_mean: torch.Tensor  # (D,)
@@ -70,13 +72,19 @@ class Lamp:
     start_contexts: torch.Tensor  # (N,T,D) standardized latent windows of real footage
     data: DataInfo
     encoder: ConvEncoder | None = None
+    upsampler: Upsampler | None = None
     training: dict[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
     """Sampling temperature calibrated after training so the dream moves like the footage."""
 
     @property
     def frame_size(self) -> int:
-        """Side of the square frames in pixels."""
+        """Side of the square frames the lamp makes, in pixels."""
+        return self.upsampler.config.out_size if self.upsampler is not None else self.base_size
+
+    @property
+    def base_size(self) -> int:
+        """Side of the decoder's frames (and of the encoder's input), in pixels."""
         return self.decoder_config.frame_size
 
     @property
@@ -86,7 +94,7 @@ class Lamp:
 
     def to(self, device: torch.device | str) -> "Lamp":
         """Move every module and tensor to `device` (in place) and return self."""
-        for name in ("decoder", "rnn", "encoder"):
+        for name in ("decoder", "rnn", "encoder", "upsampler"):
             module = getattr(self, name)
             if module is not None:
                 module.to(device)
@@ -94,9 +102,14 @@ class Lamp:
             setattr(self, name, getattr(self, name).to(device))
         return self
 
-    def decode(self, u: torch.Tensor) -> torch.Tensor:
-        """Standardized latents (B,D) -> frames (B,3,S,S) in [0,1]."""
+    def decode_base(self, u: torch.Tensor) -> torch.Tensor:
+        """Standardized latents (B,D) -> the decoder's frames (B,3,s,s) in [0,1], s = base_size."""
         return self.decoder(u * self.latent_std + self.latent_mean)
+
+    def decode(self, u: torch.Tensor) -> torch.Tensor:
+        """Standardized latents (B,D) -> frames (B,3,S,S) in [0,1], S = frame_size."""
+        frames = self.decode_base(u)
+        return self.upsampler(frames) if self.upsampler is not None else frames
 
 
 def default_lamp_path() -> Path:
@@ -108,7 +121,8 @@ def save_lamp(lamp: Lamp, path: str | Path) -> None:
     """Write the lamp to `path` atomically (temporary file, then rename)."""
     tensors = {"latent.mean": lamp.latent_mean, "latent.std": lamp.latent_std,
                "latent.start_contexts": lamp.start_contexts}
-    modules = {"decoder": lamp.decoder, "rnn": lamp.rnn, "encoder": lamp.encoder}
+    modules = {"decoder": lamp.decoder, "rnn": lamp.rnn, "encoder": lamp.encoder,
+               "upsampler": lamp.upsampler}
     for prefix, module in modules.items():
         if module is not None:
             tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
@@ -121,6 +135,7 @@ def save_lamp(lamp: Lamp, path: str | Path) -> None:
         "reference": lamp.reference._asdict(),
         "data": dataclasses.asdict(lamp.data),
         "has_encoder": lamp.encoder is not None,
+        "upsampler_config": None if lamp.upsampler is None else dataclasses.asdict(lamp.upsampler.config),
         "temperature": lamp.temperature,
         "training": lamp.training,
     }
@@ -181,15 +196,18 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 def _build_lamp(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Lamp:
     kind = header.get("decoder_kind")
     if kind not in DECODER_CONFIGS:
-        raise LampLoadError(f"unknown decoder kind {kind!r} (expected 'vae' or 'gan')")
+        raise LampLoadError(f"unknown decoder kind {kind!r} (expected 'vae')")
     decoder_config = _config(DECODER_CONFIGS[kind], header.get("decoder_config"), "decoder")
     rnn_config = _config(LatentRNNConfig, header.get("rnn_config"), "rnn")
     if decoder_config.latent_size != rnn_config.latent_size:
         raise LampLoadError(f"decoder latent size {decoder_config.latent_size} and latent RNN "
                             f"latent size {rnn_config.latent_size} disagree")
+    upsampler_config = _upsampler_config(header.get("upsampler_config"), decoder_config.frame_size)
     decoder, rnn = decoder_config.decoder(), LatentRNN(rnn_config)
     encoder = decoder_config.encoder(2 * decoder_config.latent_size) if header.get("has_encoder") else None
-    for prefix, module in (("decoder", decoder), ("rnn", rnn), ("encoder", encoder)):
+    upsampler = Upsampler(upsampler_config) if upsampler_config is not None else None
+    modules = (("decoder", decoder), ("rnn", rnn), ("encoder", encoder), ("upsampler", upsampler))
+    for prefix, module in modules:
         if module is not None:
             _load_weights(module, prefix, tensors)
     latent = {k: _tensor(tensors, f"latent.{k}") for k in ("mean", "std", "start_contexts")}
@@ -202,14 +220,24 @@ def _build_lamp(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Lam
         data = DataInfo(**header["data"])
     except (KeyError, TypeError) as exc:
         raise LampLoadError(f"checkpoint header is incomplete: {exc}") from None
-    for m in (decoder, rnn, encoder):
+    for _, m in modules:
         if m is not None:
             m.eval()
     return Lamp(name=str(header.get("name", "lamp")), decoder_kind=kind, decoder_config=decoder_config,
                 decoder=decoder, rnn=rnn, latent_mean=latent["mean"], latent_std=latent["std"],
                 reference=reference, start_contexts=latent["start_contexts"], data=data,
-                encoder=encoder, training=dict(header.get("training") or {}),
+                encoder=encoder, upsampler=upsampler, training=dict(header.get("training") or {}),
                 temperature=_positive(header.get("temperature", 1.0), "temperature"))
+
+
+def _upsampler_config(values: Any, base_size: int) -> UpsamplerConfig | None:
+    if values is None:
+        return None
+    config = _config(UpsamplerConfig, values, "upsampler")
+    if config.in_size != base_size:
+        raise LampLoadError(f"upsampler takes {config.in_size} px frames but the decoder makes "
+                            f"{base_size} px frames")
+    return config
 
 
 def _positive(value: Any, what: str) -> float:

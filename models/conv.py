@@ -1,4 +1,4 @@
-"""Convolutional building blocks shared by the VAE and the GAN: an image encoder and an image decoder."""
+"""Convolutional building blocks of the VAE: an image encoder and an image decoder."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def stage_widths(frame_size: int, base_channels: int, max_channels: int) -> list
 
 @dataclass(frozen=True, kw_only=True)
 class ConvConfig:
-    """Architecture shared by the convolutional image models (VAE, GAN)."""
+    """Architecture of the convolutional image models (the VAE's encoder and decoder)."""
 
     frame_size: int = 64
     """Side of the square RGB frame in pixels: 64, 128 or 256."""

@@ -7,17 +7,19 @@ import torch
 from lavalamp.models.checkpoint import DataInfo, Lamp
 from lavalamp.models.latent import LatentStats
 from lavalamp.models.rnn import LatentRNN, LatentRNNConfig
+from lavalamp.models.upsample import Upsampler, UpsamplerConfig
 from lavalamp.models.vae import VAE, VAEConfig
 
 
 def make_lamp(*, frame_size: int = 64, latent_size: int = 8, hidden_size: int = 16,
               head: str = "mdn", cell: str = "gru", base_channels: int = 4,
               with_encoder: bool = True, seed: int = 0, name: str = "test-lamp",
-              contrast: float = 1.0) -> Lamp:
+              contrast: float = 1.0, upsample_to: int | None = None) -> Lamp:
     """A tiny random-weight lamp that behaves like a trained one in every way but looks.
 
     `contrast` scales the decoder's last layer: at 1 the frames barely change with the latent
     (a guard rightly calls that frozen); 30 gives visible motion, like a real lamp's.
+    `upsample_to` adds a random-weight upsampler making frames of that size.
     """
     torch.manual_seed(seed)
     vae = VAEConfig(frame_size=frame_size, latent_size=latent_size, base_channels=base_channels,
@@ -28,14 +30,22 @@ def make_lamp(*, frame_size: int = 64, latent_size: int = 8, hidden_size: int = 
                                     cell=cell, mixtures=3))
     with torch.no_grad():
         decoder.layers[-2].weight.mul_(contrast)
-    for module in (decoder, encoder, rnn):
-        module.eval()
+    upsampler = None
+    if upsample_to is not None:
+        upsampler = Upsampler(UpsamplerConfig(in_size=frame_size, out_size=upsample_to, channels=8,
+                                              blocks=1))
+        with torch.no_grad():
+            upsampler.detail[-1].weight.normal_(0, 0.05)
+    for module in (decoder, encoder, rnn, upsampler):
+        if module is not None:
+            module.eval()
     return Lamp(name=name, decoder_kind="vae", decoder_config=vae, decoder=decoder, rnn=rnn,
                 latent_mean=torch.randn(latent_size) * 0.1, latent_std=torch.rand(latent_size) + 0.5,
                 reference=LatentStats(0.0, 1.0, 0.0, 3.0),
                 start_contexts=torch.randn(4, 6, latent_size),
                 data=DataInfo(fps=30.0, frame_step=6, description="random weights for tests"),
-                encoder=encoder if with_encoder else None, training={"note": "test"})
+                encoder=encoder if with_encoder else None, upsampler=upsampler,
+                training={"note": "test"})
 
 
 def save_fake_lamp(path, **kwargs) -> str:

@@ -18,8 +18,9 @@ from .fakes import make_lamp
 
 def all_tensors(lamp):
     out = {"mean": lamp.latent_mean, "std": lamp.latent_std, "ctx": lamp.start_contexts}
-    for name in ("decoder", "rnn", "encoder"):
-        out.update({f"{name}.{k}": v for k, v in getattr(lamp, name).state_dict().items()})
+    for name in ("decoder", "rnn", "encoder", "upsampler"):
+        if getattr(lamp, name) is not None:
+            out.update({f"{name}.{k}": v for k, v in getattr(lamp, name).state_dict().items()})
     return out
 
 
@@ -42,6 +43,39 @@ def test_round_trip_is_bit_identical(tmp_path, head):
     z = torch.randn(3, lamp.latent_size)
     with torch.inference_mode():
         assert torch.equal(lamp.decode(z), back.decode(z))
+
+
+def test_an_upsampled_lamp_round_trips_at_its_own_size(tmp_path):
+    lamp = make_lamp(upsample_to=256)
+    save_lamp(lamp, tmp_path / "big.safetensors")
+    back = load_lamp(tmp_path / "big.safetensors")
+    assert back.frame_size == 256 and back.base_size == 64
+    assert back.upsampler.config == lamp.upsampler.config and not back.upsampler.training
+    a, b = all_tensors(lamp), all_tensors(back)
+    assert a.keys() == b.keys() and any(k.startswith("upsampler.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    z = torch.randn(2, lamp.latent_size)
+    with torch.inference_mode():
+        frames = back.decode(z)
+        assert frames.shape == (2, 3, 256, 256) and torch.equal(frames, lamp.decode(z))
+        assert back.decode_base(z).shape == (2, 3, 64, 64)
+
+
+def test_an_upsampler_for_another_decoder_size_is_refused(tmp_path):
+    lamp = make_lamp(upsample_to=256)
+    save_lamp(lamp, tmp_path / "big.safetensors")
+    raw = (tmp_path / "big.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    inner = json.loads(header["__metadata__"]["lamp"])
+    inner["upsampler_config"]["in_size"] = 128
+    header["__metadata__"]["lamp"] = json.dumps(inner)
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    (tmp_path / "bad.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n:])
+    with pytest.raises(LampLoadError, match="upsampler takes 128 px frames but the decoder makes 64"):
+        load_lamp(tmp_path / "bad.safetensors")
 
 
 def test_header_is_self_describing(tmp_path):

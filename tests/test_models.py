@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lavalamp.models.gan import Discriminator, GANConfig, Generator
 from lavalamp.models.rnn import LatentRNN, LatentRNNConfig, mdn_nll
+from lavalamp.models.upsample import Upsampler, UpsamplerConfig
 from lavalamp.models.vae import VAE, VAEConfig, kl_divergence
 
 
@@ -18,12 +18,35 @@ def test_vae_shapes_and_range(size):
     assert kl_divergence(mu, logvar).shape == (2,)
 
 
-@pytest.mark.parametrize("size", [64, 128])
-def test_gan_shapes(size):
-    cfg = GANConfig(frame_size=size, base_channels=4, max_channels=16)
-    frames = Generator(cfg)(torch.randn(3, 64))
-    assert frames.shape == (3, 3, size, size)
-    assert Discriminator(cfg)(frames).shape == (3,)
+@pytest.mark.parametrize("sizes", [(64, 128), (64, 256), (128, 256)])
+def test_upsampler_shapes_and_range(sizes):
+    up = Upsampler(UpsamplerConfig(in_size=sizes[0], out_size=sizes[1], channels=8, blocks=1))
+    with torch.no_grad():
+        for p in up.parameters():
+            p.normal_(0, 0.5)
+        out = up(torch.rand(2, 3, sizes[0], sizes[0]))
+    assert out.shape == (2, 3, sizes[1], sizes[1])
+    assert 0 <= out.min() and out.max() <= 1
+
+
+def test_an_untrained_upsampler_is_bilinear_enlargement():
+    small = torch.rand(1, 3, 64, 64)
+    out = Upsampler(UpsamplerConfig(in_size=64, out_size=256, channels=8, blocks=1))(small)
+    expected = torch.nn.functional.interpolate(small, size=(256, 256), mode="bilinear", align_corners=False)
+    assert torch.allclose(out, expected.clamp(0, 1))
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"in_size": 64, "out_size": 64}, "out_size > in_size"),
+    ({"in_size": 64, "out_size": 100}, "sizes must be in"),
+    ({"channels": 4}, "channels must be in"),
+    ({"channels": 100000}, "channels must be in"),
+    ({"blocks": 0}, "blocks must be in"),
+    ({"blocks": 2.5}, "blocks must be an integer"),
+])
+def test_bad_upsampler_configs_are_refused(values, message):
+    with pytest.raises(ValueError, match=message):
+        UpsamplerConfig(**values)
 
 
 def test_unsupported_frame_size_is_refused():
