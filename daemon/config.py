@@ -34,52 +34,61 @@ class ConfigError(ValueError):
 
 
 def opt(default: Any, doc: str, *, range: tuple[float, float] | None = None,
-        choices: tuple[str, ...] | None = None) -> Any:
-    """A config field with its documentation and its allowed values."""
-    return field(default=default, metadata={"doc": doc, "range": range, "choices": choices})
+        choices: tuple[str, ...] | None = None, live: bool = False) -> Any:
+    """A config field with its documentation, its allowed values and whether a running daemon
+    applies a change of it in place (live) or only at its next start."""
+    return field(default=default, metadata={"doc": doc, "range": range, "choices": choices,
+                                            "live": live})
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """Which lamp to show and where to run it."""
 
-    path: str | None = opt(None, "checkpoint file (.safetensors); null = the lamp shipped in the package")
+    path: str | None = opt(None, "checkpoint file (.safetensors); null = the lamp shipped in the package",
+                           live=True)
     device: str = opt("auto", "torch device; auto = cuda, then mps, then cpu",
                       choices=("auto", "cpu", "cuda", "mps"))
     torch_threads: int = opt(1, "torch threads of the producer (1 is fastest on small machines)",
                              range=(1, 256))
     temperature: float = opt(1.0, "sampling temperature of the dream, relative to the lamp's calibrated one "
                              "(1 = moves like the footage it was trained on; lower is calmer)",
-                             range=(0.05, 3.0))
+                             range=(0.05, 3.0), live=True)
     seed: int | None = opt(None, "seed of the first dream; null = a fresh random seed each start",
-                           range=(0, 2**63 - 1))
+                           range=(0, 2**63 - 1), live=True)
 
 
 @dataclass(frozen=True, kw_only=True)
 class DisplayConfig:
     """The window and how the lamp is drawn into it."""
 
-    fullscreen: bool = opt(True, "fullscreen (true) or a window (false)")
-    display: int = opt(0, "index of the monitor to use (0 = primary)", range=(0, 16))
+    fullscreen: bool = opt(True, "fullscreen (true) or a window (false)", live=True)
+    display: int = opt(0, "index of the monitor to use (0 = primary)", range=(0, 16), live=True)
     width: int = opt(0, "window or fullscreen width in pixels; 0 = the desktop size",
-                     range=(0, 16384))
+                     range=(0, 16384), live=True)
     height: int = opt(0, "window or fullscreen height in pixels; 0 = the desktop size",
-                      range=(0, 16384))
+                      range=(0, 16384), live=True)
     scaling: str = opt("fit", "fit = letterbox keeping the lamp's aspect, fill = crop to fill, "
-                       "stretch = ignore aspect", choices=("fit", "fill", "stretch"))
-    smooth: bool = opt(True, "smooth (bilinear) scaling instead of nearest-neighbour")
+                       "stretch = ignore aspect", choices=("fit", "fill", "stretch"), live=True)
+    smooth: bool = opt(True, "smooth (bilinear) scaling instead of nearest-neighbour", live=True)
     vsync: bool = opt(True, "wait for the monitor's vertical sync when flipping (accelerated "
-                      "framebuffer only)")
+                      "framebuffer only)", live=True)
     framebuffer: str = opt("auto", "how the window reaches the screen: software = shared-memory "
                            "copy (cheapest on X11 and Wayland, above all without a GPU), "
                            "accelerated = through SDL's OpenGL renderer (kmsdrm needs it), "
                            "auto = software on x11/wayland, accelerated elsewhere",
-                           choices=("auto", "software", "accelerated"))
-    fps: float = opt(60.0, "display refresh cap in frames per second", range=(1, 240))
+                           choices=("auto", "software", "accelerated"), live=True)
+    fps: float = opt(60.0, "display refresh cap in frames per second", range=(1, 240), live=True)
     speed: float = opt(1.0, "lamp speed relative to the real lamp (1 = real time)",
-                       range=(0.05, 20.0))
-    hide_cursor: bool = opt(True, "hide the mouse cursor over the lamp")
-    quit_keys: bool = opt(True, "Esc and q quit; set false on kiosks")
+                       range=(0.05, 20.0), live=True)
+    brightness: float = opt(1.0, "brightness of the lamp (0 = black, 1 = full); the schedule's "
+                            "dimming multiplies it", range=(0, 1), live=True)
+    hue_degrees: float = opt(0.0, "colour rotation of the lamp in degrees (0 = its own colours)",
+                             range=(-180, 180), live=True)
+    saturation: float = opt(1.0, "colour saturation of the lamp (0 = grey, 1 = its own colours, "
+                            "2 = twice as vivid)", range=(0, 2), live=True)
+    hide_cursor: bool = opt(True, "hide the mouse cursor over the lamp", live=True)
+    quit_keys: bool = opt(True, "Esc and q quit; set false on kiosks", live=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,38 +98,45 @@ class BufferConfig:
     depth_frames: int = opt(64, "generated frames held ahead of the display", range=(2, 100000))
     batch_frames: int = opt(8, "frames decoded per batch on the producer thread", range=(1, 1024))
     stall_s: float = opt(5.0, "producer heartbeat older than this counts as hung: the systemd "
-                         "watchdog is withheld so the service gets restarted", range=(0.5, 3600))
+                         "watchdog is withheld so the service gets restarted", range=(0.5, 3600),
+                         live=True)
     max_failures: int = opt(5, "producer crashes within failure_window_s that stop the daemon "
-                            "with a non-zero exit", range=(1, 1000))
+                            "with a non-zero exit", range=(1, 1000), live=True)
     failure_window_s: float = opt(60.0, "seconds over which producer crashes are counted",
-                                  range=(1, 86400))
+                                  range=(1, 86400), live=True)
 
 
 @dataclass(frozen=True, kw_only=True)
 class GuardConfig:
     """The drift guard: renormalize on soft drift, reseed on hard drift, freezes and loops."""
 
-    enabled: bool = opt(True, "watch the latent and correct it")
+    enabled: bool = opt(True, "watch the latent and correct it", live=True)
     window_frames: int = opt(256, "sliding window of latents the statistics are taken over",
-                             range=(8, 100000))
-    soft_mean: float = opt(0.25, "|mean - reference| above this renormalizes", range=(0, 100))
-    soft_std: float = opt(0.25, "|std - reference| above this renormalizes", range=(0, 100))
-    hard_mean: float = opt(1.0, "|mean - reference| above this reseeds", range=(0, 1000))
-    hard_std: float = opt(1.0, "|std - reference| above this reseeds", range=(0, 1000))
-    hard_skew: float = opt(3.0, "|skew - reference| above this reseeds", range=(0, 1e6))
-    hard_kurtosis: float = opt(20.0, "|kurtosis - reference| above this reseeds", range=(0, 1e6))
+                             range=(8, 100000), live=True)
+    soft_mean: float = opt(0.25, "|mean - reference| above this renormalizes", range=(0, 100),
+                           live=True)
+    soft_std: float = opt(0.25, "|std - reference| above this renormalizes", range=(0, 100),
+                          live=True)
+    hard_mean: float = opt(1.0, "|mean - reference| above this reseeds", range=(0, 1000), live=True)
+    hard_std: float = opt(1.0, "|std - reference| above this reseeds", range=(0, 1000), live=True)
+    hard_skew: float = opt(3.0, "|skew - reference| above this reseeds", range=(0, 1e6), live=True)
+    hard_kurtosis: float = opt(20.0, "|kurtosis - reference| above this reseeds", range=(0, 1e6),
+                               live=True)
     renormalize_strength: float = opt(1.0, "how far a renormalization moves the latent onto the "
-                                      "reference mean/std (0 = not at all, 1 = exactly)", range=(0, 1))
+                                      "reference mean/std (0 = not at all, 1 = exactly)", range=(0, 1),
+                                      live=True)
     freeze_motion: float = opt(0.05, "mean absolute frame change (0..255 scale) below which the "
-                               "dream counts as frozen", range=(0, 255))
-    freeze_s: float = opt(60.0, "seconds of lamp time frozen before a reseed", range=(1, 86400))
+                               "dream counts as frozen", range=(0, 255), live=True)
+    freeze_s: float = opt(60.0, "seconds of lamp time frozen before a reseed", range=(1, 86400),
+                          live=True)
     loop_distance: float = opt(0.02, "latent distance (relative to its norm) to an old latent "
-                               "below which the dream counts as looping", range=(0, 10))
+                               "below which the dream counts as looping", range=(0, 10), live=True)
     loop_min_age_s: float = opt(60.0, "only latents at least this old (lamp seconds) count "
-                                "for loop detection", range=(1, 86400))
+                                "for loop detection", range=(1, 86400), live=True)
     loop_memory_s: float = opt(900.0, "lamp seconds of old latents remembered for loop detection "
-                               "(one per lamp second, at most 4096)", range=(1, 1e6))
-    crossfade_frames: int = opt(24, "generated frames a reseed cross-fades over", range=(1, 10000))
+                               "(one per lamp second, at most 4096)", range=(1, 1e6), live=True)
+    crossfade_frames: int = opt(24, "generated frames a reseed cross-fades over", range=(1, 10000),
+                                live=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,26 +149,61 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ControlConfig:
+    """The HTTP control API and its web page: remote control from a phone, a script or a hub."""
+
+    enabled: bool = opt(False, "serve the control API and its web page over HTTP")
+    address: str = opt("127.0.0.1", "address to bind; any address but loopback needs token_file")
+    port: int = opt(9978, "TCP port of the control API and the web page", range=(1, 65535))
+    token_file: str | None = opt(None, "file holding the token every request must carry as "
+                                 "'Authorization: Bearer TOKEN'; null = no token (loopback only)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MqttConfig:
+    """MQTT remote control with Home Assistant discovery; needs paho-mqtt (the mqtt extra)."""
+
+    enabled: bool = opt(False, "connect to an MQTT broker and announce the lamp to Home Assistant")
+    host: str = opt("127.0.0.1", "broker host name or address; any host but loopback needs "
+                    "username and password_file")
+    port: int = opt(1883, "broker TCP port (usually 8883 with tls)", range=(1, 65535))
+    username: str | None = opt(None, "user name to log in with; null = anonymous")
+    password_file: str | None = opt(None, "file holding the password; null = no password")
+    tls: bool = opt(False, "connect over TLS, checking the broker's certificate against the "
+                    "system's certificate authorities")
+    topic_prefix: str = opt("lavalamp", "prefix of this lamp's topics, also its id in Home "
+                            "Assistant: give each lamp its own (e.g. lavalamp/bar)")
+    discovery_prefix: str = opt("homeassistant", "Home Assistant's MQTT discovery prefix")
+    sensors_every_s: float = opt(10.0, "seconds between publications of the sensors (fps, "
+                                 "drift, reseeds)", range=(1, 3600))
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScheduleConfig:
     """Cron-style jobs (crontab syntax: minute hour day month day-of-week)."""
 
-    display_on: str | None = opt(None, "crontab line turning the display on; null = always on")
+    display_on: str | None = opt(None, "crontab line turning the display on; null = always on",
+                                 live=True)
     display_off: str | None = opt(None, "crontab line turning the display off (blank screen, "
-                                  "generation paused); null = never")
-    dim: str | None = opt(None, "crontab line starting the dimmed period; null = never dim")
-    undim: str | None = opt(None, "crontab line ending the dimmed period")
-    dim_level: float = opt(0.4, "brightness while dimmed (0 = black, 1 = full)", range=(0, 1))
-    reseed: str | None = opt(None, "crontab line for a periodic fresh dream; null = never")
+                                  "generation paused); null = never", live=True)
+    dim: str | None = opt(None, "crontab line starting the dimmed period; null = never dim",
+                          live=True)
+    undim: str | None = opt(None, "crontab line ending the dimmed period", live=True)
+    dim_level: float = opt(0.4, "brightness while dimmed (0 = black, 1 = full)", range=(0, 1),
+                           live=True)
+    reseed: str | None = opt(None, "crontab line for a periodic fresh dream; null = never",
+                             live=True)
     watch_model_s: float = opt(10.0, "seconds between checks of the model file for a new "
-                               "checkpoint to hot-swap; 0 = never", range=(0, 86400))
-    timezone: str | None = opt(None, "IANA time zone of the crontab lines; null = local time")
+                               "checkpoint to hot-swap; 0 = never", range=(0, 86400), live=True)
+    timezone: str | None = opt(None, "IANA time zone of the crontab lines; null = local time",
+                               live=True)
 
 
 @dataclass(frozen=True, kw_only=True)
 class LoggingConfig:
     """Where the log goes and how much of it."""
 
-    level: str = opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    level: str = opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), live=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +217,8 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -261,7 +314,37 @@ def parse_config(data: Any) -> Config:
         raise ConfigError(f"expected a mapping of sections at the top level, got {_show(data)}")
     config = _build(Config, data, "")
     _check_schedule(config.schedule)
+    _check_remote(config.control, config.mqtt)
     return config
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address stays on this machine (localhost, 127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_remote(control: ControlConfig, mqtt: MqttConfig) -> None:
+    """Control surfaces off loopback need a secret; MQTT topics hold no wildcards."""
+    if control.enabled and not is_loopback(control.address) and control.token_file is None:
+        raise ConfigError(f"control.token_file: required when control.address is not loopback "
+                          f"(got {control.address!r}): anyone who can reach it could steer the lamp")
+    if mqtt.enabled and not is_loopback(mqtt.host) and (mqtt.username is None
+                                                        or mqtt.password_file is None):
+        raise ConfigError(f"mqtt.username and mqtt.password_file: required when mqtt.host is not "
+                          f"loopback (got {mqtt.host!r})")
+    for key in ("topic_prefix", "discovery_prefix"):
+        topic = getattr(mqtt, key)
+        if any(c in topic for c in "+#\0") or topic.startswith("/") or topic.endswith("/") \
+                or "//" in topic:
+            raise ConfigError(f"mqtt.{key}: expected a topic without wildcards (+, #) or empty "
+                              f"levels, got {topic!r}")
 
 
 def _check_schedule(schedule: ScheduleConfig) -> None:

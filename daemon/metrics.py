@@ -10,9 +10,11 @@ from prometheus_client.exposition import start_http_server as _start_http_server
 
 from lavalamp.models.latent import LatentStats
 
-RESEED_REASONS = ("non_finite", "hard_drift", "frozen", "loop", "schedule", "manual",
-                  "producer_restart")
+RESEED_REASONS = ("non_finite", "hard_drift", "frozen", "loop", "schedule", "manual", "remote",
+                  "config", "producer_restart")
 SWAP_RESULTS = ("loaded", "refused")
+CHANGE_SOURCES = ("sighup", "schedule", "keyboard", "http", "mqtt")
+CONTROL_CODES = ("200", "400", "401", "403", "404", "405", "413", "500", "503")
 STATISTICS = ("mean", "std", "skew", "kurtosis")
 FRAME_SECONDS_BUCKETS = (0.004, 0.008, 0.012, 0.0167, 0.02, 0.025, 0.0334, 0.05, 0.075, 0.1,
                          0.25, 0.5, 1.0)
@@ -94,6 +96,36 @@ class DaemonMetrics:
             self.config_reloads.labels(result)
         self.model_info = Info("lavalamp_model", "The lamp being shown.", **r)
         self.up = Gauge("lavalamp_up", "1 while the frame loop runs.", **r)
+        self._setting_metrics(r)
+        self._remote_metrics(r)
+
+    def _setting_metrics(self, r: dict) -> None:
+        self.speed = Gauge("lavalamp_display_speed_ratio",
+                           "Lamp speed relative to the real lamp (display.speed).", **r)
+        self.temperature = Gauge("lavalamp_model_temperature_ratio", "Sampling temperature "
+                                 "relative to the lamp's calibrated one (model.temperature).", **r)
+        self.hue = Gauge("lavalamp_display_hue_degrees",
+                         "Colour rotation of the lamp in degrees (display.hue_degrees).", **r)
+        self.saturation = Gauge("lavalamp_display_saturation_ratio",
+                                "Colour saturation of the lamp (display.saturation).", **r)
+        self.paused = Gauge("lavalamp_display_paused", "1 while the lamp holds its frame.", **r)
+        self.live_changes = Counter("lavalamp_live_changes", "Live changes of the settings or "
+                                    "the display state applied, by where they came from.",
+                                    ["source"], **r)
+        for source in CHANGE_SOURCES:
+            self.live_changes.labels(source)
+
+    def _remote_metrics(self, r: dict) -> None:
+        self.control_requests = Counter("lavalamp_control_requests", "Requests to the HTTP "
+                                        "control API, by response status code.", ["code"], **r)
+        for code in CONTROL_CODES:
+            self.control_requests.labels(code)
+        self.mqtt_enabled = Gauge("lavalamp_mqtt_enabled", "1 when MQTT remote control is "
+                                  "configured (mqtt.enabled).", **r)
+        self.mqtt_connected = Gauge("lavalamp_mqtt_connected",
+                                    "1 while connected to the MQTT broker, else 0.", **r)
+        self.mqtt_disconnects = Counter("lavalamp_mqtt_disconnects", "Times the connection to "
+                                        "the MQTT broker was lost or refused.", **r)
 
     def set_reference(self, reference: LatentStats) -> None:
         """Publish the checkpoint's reference statistics."""

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from .colour import ColourTransform
 from .config import DisplayConfig
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,13 @@ def blend(a: np.ndarray, b: np.ndarray | None, weight: float, brightness: float 
             return a
         return ((a.astype(np.uint16) * wa) >> 8).astype(np.uint8)
     return ((a.astype(np.uint16) * wa + b.astype(np.uint16) * wb) >> 8).astype(np.uint8)
+
+
+def compose(a: np.ndarray, b: np.ndarray | None, weight: float, brightness: float,
+            colour: ColourTransform | None) -> np.ndarray:
+    """The small frame to put on screen: the cross-fade, dimmed, then recoloured."""
+    frame = blend(a, b, weight, brightness)
+    return frame if colour is None else colour(frame)
 
 
 def layout(screen: tuple[int, int], frame: int, scaling: str) -> tuple[tuple[int, int, int, int],
@@ -78,9 +86,9 @@ class HeadlessRenderer:
         return []
 
     def draw(self, a: np.ndarray, a_seq: int, b: np.ndarray | None, b_seq: int, weight: float,
-             brightness: float) -> None:
+             brightness: float, colour: ColourTransform | None = None) -> None:
         """Compose the frame that would be on screen."""
-        self.last_frame = blend(a, b, weight, brightness)
+        self.last_frame = compose(a, b, weight, brightness, colour)
         self.blanked = False
 
     def blank(self) -> None:
@@ -98,6 +106,8 @@ class PygameRenderer:
         self.title = title
         self._dirty = True
         self.screen = None
+        self.last_frame: np.ndarray | None = None  # the small frame last drawn (snapshots)
+        self.blanked = False
 
     def open(self) -> None:
         """Open the window on the configured display."""
@@ -223,15 +233,16 @@ class PygameRenderer:
         self._set_mode()
 
     def draw(self, a: np.ndarray, a_seq: int, b: np.ndarray | None, b_seq: int, weight: float,
-             brightness: float) -> None:
-        """Show frame a cross-faded toward b by `weight`, at `brightness`.
+             brightness: float, colour: ColourTransform | None = None) -> None:
+        """Show frame a cross-faded toward b by `weight`, at `brightness`, recoloured.
 
-        The fade and the dimming are done at the lamp's resolution; the result is scaled straight
-        into the screen: one pass over the screen's pixels per displayed frame.
+        The fade, the dimming and the colour are done at the lamp's resolution; the result is
+        scaled straight into the screen: one pass over the screen's pixels per displayed frame.
         """
         import pygame
 
-        frame = np.ascontiguousarray(blend(a, b, weight, brightness))
+        frame = np.ascontiguousarray(compose(a, b, weight, brightness, colour))
+        self.last_frame, self.blanked = frame, False
         try:
             if self._dirty:
                 self.screen.fill((0, 0, 0))
@@ -249,6 +260,7 @@ class PygameRenderer:
         """Black screen (display off by schedule)."""
         import pygame
 
+        self.blanked = True
         try:
             self.screen.fill((0, 0, 0))
             pygame.display.flip()

@@ -12,7 +12,10 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
 
 from prometheus_client import CollectorRegistry
 
@@ -22,12 +25,16 @@ from lavalamp.models.device import DeviceError, resolve_device
 
 from . import notify
 from .clock import DisplayClock
+from .colour import ColourTransform
+from .control import ControlError, ControlServer, encode_png
 from .config import Config, ConfigError, load_config, one_line
-from .metrics import DaemonMetrics, MetricsError, start_http_server, stop_http_server
+from .live import LampState, LiveSettings, Pending, changed_keys, flatten, is_live
+from .metrics import (RESEED_REASONS, DaemonMetrics, MetricsError, start_http_server,
+                      stop_http_server)
 from .producer import Producer, fault_from_env
 from .renderer import DisplayLost, HeadlessRenderer, PygameRenderer
 from .ring import RingBuffer
-from .schedule import Schedule
+from .schedule import ModelWatch, Schedule
 from .source import FrameSource
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,9 @@ STATUS_EVERY_S = 2.0
 OFF_POLL_S = 0.1  # frame-loop period while the screen is blanked or paused
 FPS_SMOOTHING = 0.05
 PRODUCER_JOIN_S = 0.8  # SIGTERM must end the process within 2 s, even with a hung producer
+# display settings the frame loop reads itself; a change of any other display key goes to the renderer
+FRAME_LOOP_DISPLAY_KEYS = ("display.brightness", "display.hue_degrees", "display.saturation",
+                           "display.fps", "display.speed")
 
 
 def add_run(subparsers: argparse._SubParsersAction) -> None:
@@ -110,6 +120,11 @@ def setup_logging(level: str) -> None:
     root.addHandler(JournalHandler(SYSLOG_IDENTIFIER="lavalamp"))
 
 
+def _finite(x: float) -> float | None:
+    """A number for JSON: None for NaN and infinities."""
+    return float(x) if np.isfinite(x) else None
+
+
 def dump_stacks() -> None:
     """Every thread's stack to the log (SIGUSR1)."""
     names = {t.ident: t.name for t in threading.enumerate()}
@@ -126,7 +141,6 @@ class LoopState:
     clock: DisplayClock | None = None
     displayed: int = 0
     ready: bool = False
-    paused: bool = False
     in_underrun: bool = False
     fps: float = 0.0
     last_shown: float = 0.0
@@ -141,7 +155,8 @@ class Daemon:
     def __init__(self, *, config: Config, config_path: str | None, model_path: str | None,
                  headless: bool = False, windowed: bool = False, max_frames: int | None = None,
                  registry: CollectorRegistry | None = None) -> None:
-        self.config = config
+        self.live = LiveSettings(config)
+        self._file_config = config  # as last read from the file: SIGHUP applies what changed in it
         self.config_path = config_path
         self.model_arg = model_path
         self.headless = headless
@@ -152,6 +167,64 @@ class Daemon:
         self._stop_reason: str | None = None
         self._reload = False
         self.exit_code = EXIT_OK
+        self.colour = ColourTransform(hue_degrees=config.display.hue_degrees,
+                                      saturation=config.display.saturation)
+        self.scheduled_on = True  # what the schedule said last
+        self.display_fps = 0.0
+        self.listeners: list = []  # called with no arguments after each applied change (frame loop)
+        self.commands = {"reseed": self._reseed, "pause": lambda source: self._set_paused(True, source),
+                         "resume": lambda source: self._set_paused(False, source)}
+
+    @property
+    def config(self) -> Config:
+        """The config the daemon runs with now (live changes included)."""
+        return self.live.config
+
+    def command(self, name: str, source: str) -> threading.Event | None:
+        """Carry out one of `commands` (any thread): it only makes requests; the event, if any,
+        is set once the frame loop has applied it."""
+        return self.commands[name](source)
+
+    def _reseed(self, source: str) -> None:
+        self.source.request_reseed("manual" if source == "keyboard" else "remote")
+
+    def _set_paused(self, paused: bool, source: str) -> threading.Event:
+        return self.live.request({"state.paused": paused}, source)
+
+    def status(self) -> dict:
+        """What the lamp is doing now, for remote control (any thread: reads snapshots only)."""
+        lamp, state, guard = self.source.lamp, self.live.state, self.source.guard
+        reg = self.metrics.registry
+        reseeds = {r: int(reg.get_sample_value("lavalamp_reseeds_total", {"reason": r}) or 0)
+                   for r in RESEED_REASONS}
+        last = self.source.last_reseed
+        return {
+            "lamp": {"name": lamp.name, "frame_size": self.source.frame_size,
+                     "latent_size": lamp.latent_size, "lamp_fps": lamp.data.lamp_fps},
+            "seed": self.source.dream.seed,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "display_fps": round(self.display_fps, 2),
+            "generation_fps": round(self.producer.generation_fps, 2),
+            "ring": {"frames": len(self.ring), "capacity": self.ring.capacity},
+            "scheduled_on": self.scheduled_on, "dimmed": state.dimmed,
+            "effective_brightness": round(self.brightness(), 4) if state.display_on else 0.0,
+            **self.live.settings(),
+            "guard": {**{k: _finite(v) for k, v in guard.stats._asdict().items()},
+                      "distance": _finite(guard.distance),
+                      "renormalizations": int(reg.get_sample_value(
+                          "lavalamp_renormalizations_total") or 0),
+                      "reseeds": reseeds, "reseeds_total": sum(reseeds.values())},
+            "last_reseed": None if last is None else {
+                "reason": last[0], "at": datetime.fromtimestamp(last[1], timezone.utc).isoformat(
+                    timespec="seconds")},
+        }
+
+    def snapshot_png(self) -> bytes:
+        """The small frame on screen now as PNG (black while the display is off; any thread)."""
+        frame = getattr(self.renderer, "last_frame", None)
+        if frame is None or self.renderer.blanked:
+            frame = np.zeros(self.source.frame_shape, np.uint8)
+        return encode_png(np.array(frame, copy=True))
 
     def model_path(self) -> Path:
         """The checkpoint to show: --model, else model.path, else the shipped lamp."""
@@ -189,7 +262,7 @@ class Daemon:
             self._install_signals(stack)
             try:
                 self._start(stack)
-            except (LampLoadError, DeviceError, MetricsError) as exc:
+            except (LampLoadError, DeviceError, MetricsError, ControlError) as exc:
                 log.error("%s", exc)
                 return EXIT_USAGE
             except DisplayLost as exc:  # perhaps not up yet at boot: let the supervisor retry
@@ -229,10 +302,12 @@ class Daemon:
         self.producer = Producer(source=self.source, ring=self.ring, metrics=self.metrics,
                                  config=c.buffer, torch_threads=c.model.torch_threads,
                                  fault=fault_from_env())
+        self._model_watch = ModelWatch(self.model_path())
         self.schedule = Schedule(config=c.schedule, model_path=self.model_path(),
+                                 on_state=self._from_schedule,
                                  on_reseed=lambda: self.source.request_reseed("schedule"),
                                  on_model_change=self._reload_model)
-        self.producer.pause(not self.schedule.display_on)  # off hours: generate nothing at all
+        self._apply_pending(None)  # what the schedule says now: off hours generate nothing at all
         self.producer.start()
         stack.callback(self._stop_producer)
         self.schedule.start()
@@ -242,6 +317,15 @@ class Daemon:
                                        frame_size=self.source.frame_size)
         self.renderer.open()
         stack.callback(self.renderer.close)
+        self._start_remote(stack)
+
+    def _start_remote(self, stack: contextlib.ExitStack) -> None:
+        """The control API and MQTT, last: they steer parts that must already run."""
+        c = self.config
+        if c.control.enabled:
+            self.control = ControlServer(lamp=self, config=c.control, metrics=self.metrics)
+            self.control.start()
+            stack.callback(self.control.stop)
 
     def _stop_producer(self) -> None:
         hung = self._producer_hung_for() is not None
@@ -249,58 +333,165 @@ class Daemon:
         if not self.producer.stop(timeout=wait):
             log.warning("producer thread still busy after %.1f s; leaving it behind", wait)
 
+    def _from_schedule(self, changes: dict) -> None:
+        """The schedule's word (scheduler thread): remembered for the metrics, then requested."""
+        self.scheduled_on = changes.get("state.display_on", self.scheduled_on)
+        self.live.request(changes, "schedule")
+
     def _reload_model(self) -> None:
         log.info("loading %s on the side", self.model_path())
+        self._model_watch = ModelWatch(self.model_path())
         self.producer.request_load(self.model_path(), self.device)
 
     def _reload_config(self) -> None:
-        """SIGHUP: a new config and the model, without closing the window; anything that goes
-        wrong is refused with one line and the lamp goes on as it was."""
+        """SIGHUP: what changed in the file (refused whole if invalid) goes the one live path;
+        a model file rewritten in place is loaded even if the config is the same. Anything that
+        goes wrong is refused with one line and the lamp goes on as it was."""
         self._reload = False
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
             self._refuse_reload(exc)
             return
-        old = self.config
+        old_file, self._file_config = self._file_config, new
+        before, after = flatten(old_file), flatten(new)
+        changes = {key: after[key] for key in after if after[key] != before[key]}
         try:
-            self._apply_config(old, new)
-        except Exception as exc:  # noqa: BLE001 - a reload must never take the lamp down
+            self.live.request(changes, "sighup")
+        except ConfigError as exc:
+            self._file_config = old_file
             self._refuse_reload(exc)
-            try:
-                self._apply_config(new, old)
-            except Exception as again:  # noqa: BLE001
-                log.error("could not put the running config back: %s", one_line(repr(again)))
             return
-        self._reload_model()
-        self.metrics.config_reloads.labels("loaded").inc()
-        log.info("config reloaded from %s", self.config_path or "built-in defaults")
+        if "model.path" not in changes and self._model_watch.changed():
+            self._reload_model()
+        log.info("config reloaded from %s: %d key(s) changed", self.config_path or
+                 "built-in defaults", len(changes))
 
-    def _refuse_reload(self, exc: Exception) -> None:
-        reason = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
-        log.error("config reload refused: %s; keeping the running config", one_line(reason))
+    def _apply_pending(self, st: "LoopState | None") -> None:
+        """The one path every live change takes, on the frame loop: apply the queued config and
+        state in place (no reseed unless asked), log restart-only keys that are not applied."""
+        pending = self.live.take()
+        if pending is None:
+            return
+        old = self.live.config
+        try:
+            new = self._keep_restart_only(old, pending)
+            self._apply_config(old, new, st)
+            self._apply_state(self.live.state, pending.state, pending.sources)
+        except Exception as exc:  # noqa: BLE001 - no change may take the lamp down
+            self._refuse_applying(pending, old, exc, st)
+            return
+        self.live.applied(new, pending.state, pending)
+        if "sighup" in pending.sources:
+            self.metrics.config_reloads.labels("loaded").inc()
+        for source in pending.sources:
+            self.metrics.live_changes.labels(source).inc()
+        self._publish_settings()
+        for listener in self.listeners:
+            listener()
+
+    def _refuse_applying(self, pending: Pending, old: Config, exc: Exception,
+                         st: "LoopState | None") -> None:
+        """A change that failed half-way: put back what was applied, log one line, run on."""
+        what = "config reload" if "sighup" in pending.sources else \
+            f"change from {'+'.join(pending.sources)}"
+        log.error("%s refused: %s; keeping the running config", what,
+                  one_line(f"{type(exc).__name__}: {exc}"))
+        if "sighup" in pending.sources:
+            self.metrics.config_reloads.labels("refused").inc()
+        try:
+            self._apply_config(self.live.config, old, st)
+            self._apply_state(pending.state, self.live.state, pending.sources)
+        except Exception as again:  # noqa: BLE001
+            log.error("could not put the running config back: %s",
+                      one_line(f"{type(again).__name__}: {again}"))
+        self.live.applied(old, self.live.state, pending)
+
+    def _refuse_reload(self, exc: ConfigError) -> None:
+        log.error("config reload refused: %s; keeping the running config", exc)
         self.metrics.config_reloads.labels("refused").inc()
 
-    def _apply_config(self, old: Config, new: Config) -> None:
-        """Make `new` the running config (the parts that change without a restart)."""
-        for section in ("buffer", "metrics"):
-            if getattr(old, section) != getattr(new, section):
-                log.warning("config section %r changed: it takes effect at the next start", section)
-        if (old.model.device, old.model.torch_threads) != (new.model.device, new.model.torch_threads):
-            log.warning("model.device / model.torch_threads take effect at the next start")
-        self.config = new
-        setup_logging(new.logging.level)
-        self.renderer.apply(self.display_config(new))
-        self.source.request_guard(new.guard)
-        self.schedule.configure(new.schedule, self.model_path())
+    def _keep_restart_only(self, old: Config, pending: Pending) -> Config:
+        """The pending config with every restart-only key kept at its running value (logged)."""
+        import dataclasses
+
+        sections = {}
+        for key in changed_keys(old, pending.config):
+            section, _, name = key.partition(".")
+            value = getattr(getattr(pending.config, section), name)
+            if is_live(key):
+                log.info("%s: %s = %r (was %r)", "+".join(pending.sources), key, value,
+                         getattr(getattr(old, section), name))
+                continue
+            log.warning("%s changed to %r: it takes effect at the next start (not applied)",
+                        key, value)
+            sections.setdefault(section, {})[name] = getattr(getattr(old, section), name)
+        return dataclasses.replace(pending.config, **{
+            s: dataclasses.replace(getattr(pending.config, s), **v) for s, v in sections.items()})
+
+    def _apply_config(self, old: Config, new: Config, st: "LoopState | None") -> None:
+        """Each changed live key to the part that reads it."""
+        changed = set(changed_keys(old, new))
+        if not changed:
+            return
+        self.live.config = new  # parts below read the daemon's config
+        sections = {key.partition(".")[0] for key in changed}
+        if "logging.level" in changed:
+            setup_logging(new.logging.level)
+        if {k for k in changed if k.startswith("display.")} - set(FRAME_LOOP_DISPLAY_KEYS):
+            self.renderer.apply(self.display_config(new))
+        if changed & {"display.hue_degrees", "display.saturation"}:
+            self.colour = ColourTransform(hue_degrees=new.display.hue_degrees,
+                                          saturation=new.display.saturation)
+        if "display.speed" in changed and st is not None and st.clock is not None:
+            st.clock.set_speed(time.monotonic(), new.display.speed)
+        if "model.temperature" in changed:
+            self.source.request_temperature(new.model.temperature)
+        if "model.seed" in changed:
+            self.source.request_seed(new.model.seed)
+        if "model.path" in changed:
+            if self.model_arg:
+                log.warning("model.path changed but --model %s overrides it", self.model_arg)
+            else:
+                self._reload_model()
+        if "buffer" in sections:
+            self.producer.config = new.buffer
+        if "guard" in sections:
+            self.source.request_guard(new.guard)
+        if "schedule" in sections:
+            self.schedule.configure(new.schedule, self.model_path())
+
+    def _apply_state(self, old: LampState, new: LampState, sources: list[str]) -> None:
+        if new.display_on != old.display_on:
+            log.info("%s: display %s", "+".join(sources), "on" if new.display_on else "off")
+        if new.paused != old.paused:
+            log.info("%s: %s", "+".join(sources), "paused" if new.paused else "resumed")
+        self.producer.pause(not new.display_on)
+
+    def brightness(self) -> float:
+        """The brightness on screen now: the setting, times the dim level while dimmed."""
+        c, state = self.config, self.live.state
+        return c.display.brightness * (c.schedule.dim_level if state.dimmed else 1.0)
+
+    def _publish_settings(self) -> None:
+        m, c, state = self.metrics, self.config, self.live.state
+        m.display_target_fps.set(c.display.fps)
+        m.speed.set(c.display.speed)
+        m.temperature.set(c.model.temperature)
+        m.hue.set(c.display.hue_degrees)
+        m.saturation.set(c.display.saturation)
+        m.paused.set(int(state.paused))
 
     def _frame_loop(self) -> int:
         """Show frames until a stop signal, a quit key, --max-frames or a fatal failure."""
         self.metrics.up.set(1)
-        self.metrics.display_target_fps.set(self.config.display.fps)
+        self._publish_settings()
         st = LoopState(watchdog_s=notify.watchdog_interval())
         while True:
-            code = self._exit_code() if not self._reload else self._apply_reload(st)
+            if self._reload:
+                self._reload_config()
+            self._apply_pending(st)
+            code = self._exit_code()
             code = self._handle_events(st) if code is None else code
             if code is not None:
                 return code
@@ -318,7 +509,7 @@ class Daemon:
                 st.clock = DisplayClock(lamp_fps=self.source.lamp.data.lamp_fps,
                                         speed=self.config.display.speed, now=now,
                                         position=self.ring.first_seq)
-            elif st.paused and st.ready:
+            elif self.live.state.paused and st.ready:
                 time.sleep(OFF_POLL_S)
                 continue
             self._show(st, now)
@@ -336,12 +527,6 @@ class Daemon:
             return EXIT_FAILURE
         return None
 
-    def _apply_reload(self, st: "LoopState") -> None:
-        self._reload_config()
-        self.metrics.display_target_fps.set(self.config.display.fps)
-        if st.clock is not None:
-            st.clock.set_speed(time.monotonic(), self.config.display.speed)
-
     def _handle_events(self, st: "LoopState") -> int | None:
         """Keys and window events; EXIT_OK on quit."""
         for command in self.renderer.events():
@@ -351,21 +536,19 @@ class Daemon:
             if command == "fullscreen":
                 self.renderer.toggle_fullscreen()
             elif command == "reseed":
-                self.source.request_reseed("manual")
+                self.command("reseed", "keyboard")
             elif command == "pause":
-                st.paused = not st.paused
-                log.info("paused" if st.paused else "resumed")
+                self.command("resume" if self.live.state.paused else "pause", "keyboard")
         return None
 
     def _publish_state(self, st: "LoopState", now: float) -> bool:
         """Metrics, watchdog, status, producer pause and clock pause; whether the display is on."""
-        m, on = self.metrics, self.schedule.display_on
-        m.display_scheduled_on.set(int(on))
+        m, on = self.metrics, self.live.state.display_on
+        m.display_scheduled_on.set(int(self.scheduled_on))
         m.display_on.set(int(on))
-        m.brightness.set(self.schedule.brightness if on else 0.0)
+        m.brightness.set(self.brightness() if on else 0.0)
         m.heartbeat_age.set(self.producer.heartbeat_age())
         m.ring_frames.set(len(self.ring))
-        self.producer.pause(not on)
         if st.ready and st.watchdog_s and now >= st.next_watchdog:
             st.next_watchdog = now + st.watchdog_s
             self._watchdog()
@@ -373,7 +556,7 @@ class Daemon:
             st.next_status = now + STATUS_EVERY_S
             self._status(st.fps, on)
         if st.clock is not None:
-            if not on or st.paused:
+            if not on or self.live.state.paused:
                 st.clock.pause(now)
             else:
                 st.clock.resume(now)
@@ -393,8 +576,8 @@ class Daemon:
         st.in_underrun = underrun
         self.ring.release_before(index)
         b = self.ring.get(index + 1) if weight > 0 else None
-        self.renderer.draw(self.ring.get(index), index, b, index + 1, weight,
-                           self.schedule.brightness)
+        self.renderer.draw(self.ring.get(index), index, b, index + 1, weight, self.brightness(),
+                           self.colour)
         shown = time.monotonic()
         st.displayed += 1
         self.metrics.frames_displayed.inc()
@@ -403,6 +586,7 @@ class Daemon:
             self.metrics.frame_seconds.observe(interval)
             st.fps += FPS_SMOOTHING * (1.0 / max(interval, 1e-6) - st.fps)
             self.metrics.display_fps.set(st.fps)
+            self.display_fps = st.fps
         st.last_shown = shown
         self._mark_ready(st)
 

@@ -113,3 +113,33 @@ class NotifySocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def drive(daemon, action, timeout: float = 60.0):
+    """Run `daemon` on this (the main) thread while `action(daemon)` runs on another; stop the
+    daemon when the action ends and re-raise what it raised. The action's result is returned."""
+    outcome: dict = {}
+
+    def worker() -> None:
+        try:
+            outcome["result"] = action(daemon)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            outcome["error"] = exc
+        finally:
+            daemon.request_stop("test")
+
+    thread = threading.Thread(target=worker, name="test-action")
+    thread.start()
+    code = daemon.run()
+    thread.join(timeout)
+    if "error" in outcome:
+        raise outcome["error"]
+    assert code == 0, f"the daemon exited {code}"
+    return outcome.get("result")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
