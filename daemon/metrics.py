@@ -87,7 +87,8 @@ class DaemonMetrics:
                   "motion", "producer_errors", "heartbeat_age", "model_swaps", "model_info")
     SHARED = ("display_target_fps", "display_on", "display_scheduled_on", "brightness", "up",
               "registry", "speed", "temperature", "hue", "saturation", "paused", "live_changes",
-              "control_requests", "mqtt_enabled", "mqtt_connected", "mqtt_disconnects")
+              "control_requests", "mqtt_enabled", "mqtt_connected", "mqtt_disconnects",
+              "config_reloads")
 
     def __init__(self, registry: CollectorRegistry, *, process: bool = True,
                  screen: str = "0") -> None:
@@ -155,6 +156,10 @@ class DaemonMetrics:
                                           "What the schedule says now: 1 on, 0 off.", **r)
         self.brightness = Gauge("lavalamp_display_brightness_ratio",
                                 "Brightness of the lamp (1 full, lower when dimmed).", **r)
+        self.config_reloads = Counter("lavalamp_config_reloads", "Config reloads (SIGHUP), by result.",
+                                      ["result"], **r)
+        for result in SWAP_RESULTS:
+            self.config_reloads.labels(result)
         self.up = Gauge("lavalamp_up", "1 while the frame loop runs.", **r)
         self._setting_metrics(r)
         self._remote_metrics(r)

@@ -93,7 +93,7 @@ def test_nullable_keys_accept_null():
     ("model:\n  library: /l\nplaylist:\n  lamps: ['../x']\n  every_s: 60\n",
      "playlist.lamps: '../x' is not a lamp name"),
     ("model:\n  library: /l\nplaylist:\n  lamps: a\n  every_s: 60\n",
-     "playlist.lamps: expected a list of lamp names, got 'a'"),
+     "playlist.lamps: expected a list of at most 1000 lamp names, got 'a'"),
     ("model:\n  library: /l\nplaylist:\n  lamps: [a]\n  change: 'at noon'\n",
      "playlist.change: invalid crontab line 'at noon'"),
     ("playlist:\n  every_s: 60\n", "are set but playlist.lamps is empty"),
