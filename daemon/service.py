@@ -201,7 +201,7 @@ class Daemon:
         return {
             "lamp": {"name": lamp.name, "frame_size": self.source.frame_size,
                      "latent_size": lamp.latent_size, "lamp_fps": lamp.data.lamp_fps},
-            "seed": self.source.dream.seed,
+            "seed": str(self.source.dream.seed),  # 63 bits: JavaScript and jq would round a number
             "uptime_s": round(time.monotonic() - self.started, 3),
             "display_fps": round(self.display_fps, 2),
             "generation_fps": round(self.producer.generation_fps, 2),

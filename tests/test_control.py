@@ -69,7 +69,7 @@ def test_status_tells_what_the_lamp_is_doing(tmp_path, lamp_path):
     status, st = drive(d, check)
     assert status == 200
     assert st["lamp"] == {"name": "api-lamp", "frame_size": 128, "latent_size": 8, "lamp_fps": 5.0}
-    assert st["seed"] == d.source.dream.seed and st["uptime_s"] > 0
+    assert st["seed"] == str(d.source.dream.seed) and st["uptime_s"] > 0
     assert st["display_fps"] > 0 and st["generation_fps"] > 0
     assert 0 <= st["ring"]["frames"] <= st["ring"]["capacity"] == 64
     for name in SETTINGS:
