@@ -26,11 +26,12 @@ from lavalamp.models.device import DeviceError, resolve_device
 from . import notify
 from .clock import DisplayClock
 from .colour import ColourTransform
-from .control import ControlError, ControlServer, encode_png
 from .config import Config, ConfigError, load_config
+from .control import ControlError, ControlServer, encode_png
 from .live import LampState, LiveSettings, Pending, changed_keys, flatten, is_live
 from .metrics import (RESEED_REASONS, DaemonMetrics, MetricsError, start_http_server,
                       stop_http_server)
+from .mqtt import MqttBridge, MqttError
 from .producer import Producer, fault_from_env
 from .renderer import DisplayLost, HeadlessRenderer, PygameRenderer
 from .ring import RingBuffer
@@ -118,6 +119,16 @@ def setup_logging(level: str) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(JournalHandler(SYSLOG_IDENTIFIER="lavalamp"))
+
+
+def package_version() -> str:
+    """The installed version of neural-lavalamp ('' when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("neural-lavalamp")
+    except PackageNotFoundError:
+        return ""
 
 
 def _finite(x: float) -> float | None:
@@ -262,7 +273,7 @@ class Daemon:
             self._install_signals(stack)
             try:
                 self._start(stack)
-            except (LampLoadError, DeviceError, MetricsError, ControlError) as exc:
+            except (LampLoadError, DeviceError, MetricsError, ControlError, MqttError) as exc:
                 log.error("%s", exc)
                 return EXIT_USAGE
             except DisplayLost as exc:  # perhaps not up yet at boot: let the supervisor retry
@@ -322,6 +333,11 @@ class Daemon:
             self.control = ControlServer(lamp=self, config=c.control, metrics=self.metrics)
             self.control.start()
             stack.callback(self.control.stop)
+        if c.mqtt.enabled:
+            self.mqtt = MqttBridge(lamp=self, config=c.mqtt, metrics=self.metrics,
+                                   version=package_version())
+            self.mqtt.start()
+            stack.callback(self.mqtt.stop)
 
     def _stop_producer(self) -> None:
         hung = self._producer_hung_for() is not None
