@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-import pytest
+from .deploy_support import require_tool, unavailable
 
-MOSQUITTO = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
-needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed "
-                                     "(.ci/run installs it with apt-get)")
+
+def require_mqtt() -> str:
+    """mosquitto's path, with paho-mqtt importable; skip locally, fail in CI, when either is missing."""
+    try:
+        import paho.mqtt.client  # noqa: F401
+    except ImportError:
+        unavailable("paho-mqtt is not installed (pip install -e '.[test]')")
+    return require_tool("mosquitto")
 
 
 class Broker:
     """mosquitto on 127.0.0.1:port, anonymous or with one user; start, kill, start again."""
 
     def __init__(self, folder: Path, port: int, user: tuple[str, str] | None = None) -> None:
+        self.mosquitto = require_mqtt()
         self.port, self.proc = port, None
         lines = [f"listener {port} 127.0.0.1", "persistence false", "log_dest stderr"]
         if os.geteuid() == 0:  # else mosquitto drops to its own user, who cannot read tmp_path
@@ -29,14 +34,14 @@ class Broker:
             lines.append("allow_anonymous true")
         else:
             passwords = folder / "passwords"
-            subprocess.run([shutil.which("mosquitto_passwd") or "mosquitto_passwd", "-b", "-c",
+            subprocess.run([require_tool("mosquitto_passwd"), "-b", "-c",
                             str(passwords), *user], check=True, capture_output=True)
             lines += ["allow_anonymous false", f"password_file {passwords}"]
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 10.0) -> "Broker":
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([self.mosquitto, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -11,13 +11,9 @@ from lavalamp.daemon.config import load_config
 from lavalamp.daemon.service import Daemon
 
 from .daemon_helpers import drive, free_port, write_config
+from .deploy_support import require_tool, unavailable
 from .fakes import metric, save_fake_lamp, wait_until
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
-                                "(pip install -e '.[test]')")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium and "
-                                "chromium-driver are not installed (.ci/run installs them with apt-get)")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=412,1000")
@@ -25,14 +21,19 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 @pytest.fixture
 def browser():
-    from selenium.webdriver.chrome.service import Service
-
+    """Debian's chromium through chromedriver (skipped locally, failed in CI, when missing)."""
+    chromium, chromedriver = require_tool("chromium"), require_tool("chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        unavailable("selenium is not installed (pip install -e '.[test]')")
     profile = tempfile.mkdtemp(prefix="lavalamp-chromium-")
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = chromium
     for flag in FLAGS + (f"--user-data-dir={profile}",):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
     try:
         yield driver
     finally:
