@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
+import stat
 import types
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lavalamp.models import one_line
+
+MAX_CONFIG_BYTES = 256 * 1024  # a config file is a few kilobytes; anything bigger is a mistake
+MAX_DEPTH = 16  # nesting of YAML collections (a config needs 2)
+MAX_VALUES = 10_000  # YAML values after alias expansion (a config has about 60)
+MAX_QUOTE = 60  # characters of a value quoted in an error message
+
 
 class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the file or the dotted key."""
+    """A config file that cannot be used; the message names the file or the dotted key.
+
+    The message is always one short line (models.one_line), whatever it quotes.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 def opt(default: Any, doc: str, *, range: tuple[float, float] | None = None,
@@ -206,27 +222,88 @@ class Config:
 
 
 def load_config(path: str | Path | None) -> Config:
-    """Read and validate a YAML config file; None gives the defaults."""
+    """Read and validate a YAML config file; None gives the defaults.
+
+    Every failure, whatever its cause, is a ConfigError with one line: a reload can never take
+    the daemon down, and start-up never shows a traceback.
+    """
     if path is None:
         return Config()
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
-    if not text.strip():
-        raise ConfigError(f"{path}: config file is empty (write at least one section, "
-                          "or leave --config out to use the defaults)")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    try:
-        return parse_config(data)
+        return parse_config(read_yaml(path))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a config file must never crash its reader
+        raise ConfigError(f"{path}: cannot use this config file ({type(exc).__name__}: {exc})") from None
+
+
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML of a config file, read within MAX_CONFIG_BYTES, MAX_DEPTH and MAX_VALUES."""
+    text = _read_text(path)
+    if not text.strip():
+        raise ConfigError("config file is empty (write at least one section, or leave --config "
+                          "out to use the defaults)")
+    try:
+        _check_depth(text)
+        _check_expansion(yaml.compose(text, Loader=yaml.SafeLoader))
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"invalid YAML{where}: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError("not a regular file (a config is a YAML file)")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file is {info.st_size} bytes; at most {MAX_CONFIG_BYTES} "
+                              "are read (a config is a few kilobytes)")
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError("config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file is over {MAX_CONFIG_BYTES} bytes (a config is a few kilobytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file is not UTF-8 text (byte {exc.start})") from None
+
+
+def _check_depth(text: str) -> None:
+    """Refuse collections nested deeper than MAX_DEPTH before anything recursive parses them."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else "?"
+                raise ConfigError(f"YAML nested more than {MAX_DEPTH} levels deep (line {line})")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _check_expansion(root: yaml.Node | None) -> None:
+    """Refuse documents whose aliases expand to more than MAX_VALUES values (alias bombs)."""
+    count, stack = 0, [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"YAML expands to more than {MAX_VALUES} values (aliases repeating "
+                              "aliases?)")
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
 
 
 def parse_config(data: Any) -> Config:
@@ -281,7 +358,7 @@ def _check_schedule(schedule: ScheduleConfig) -> None:
         try:
             tz = ZoneInfo(schedule.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"schedule.timezone: unknown IANA time zone {schedule.timezone!r} "
+            raise ConfigError(f"schedule.timezone: unknown IANA time zone {_show(schedule.timezone)} "
                               "(e.g. 'Europe/Berlin')") from None
     for name in ("display_on", "display_off", "dim", "undim", "reseed"):
         line = getattr(schedule, name)
@@ -289,7 +366,7 @@ def _check_schedule(schedule: ScheduleConfig) -> None:
             try:
                 CronTrigger.from_crontab(line, timezone=tz)
             except ValueError as exc:
-                raise ConfigError(f"schedule.{name}: invalid crontab line {line!r} (expected "
+                raise ConfigError(f"schedule.{name}: invalid crontab line {_show(line)} (expected "
                                   f"'minute hour day month day-of-week'): {exc}") from None
     for start, end in (("display_off", "display_on"), ("dim", "undim")):
         if getattr(schedule, start) is not None and getattr(schedule, end) is None:
@@ -303,7 +380,8 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            raise ConfigError(f"{prefix}{key}: unknown key (expected one of: {', '.join(fields)})")
+            raise ConfigError(f"{prefix}{_show_key(key)}: unknown key (expected one of: "
+                              f"{', '.join(fields)})")
     values = {}
     for name, f in fields.items():
         if name not in data:
@@ -349,10 +427,14 @@ def _convert(value: Any, kind: Any) -> Any:
     if kind is int:
         return value if isinstance(value, int) else None
     if kind is float:
-        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        try:
+            ok = isinstance(value, (int, float)) and math.isfinite(value)
+        except OverflowError:  # an integer too large for a float
+            return None
         return float(value) if ok else None
     if kind is str:
-        return value if isinstance(value, str) and value.strip() else None
+        ok = isinstance(value, str) and value.strip() and not any(map(_is_control, value.replace("\t", "")))
+        return value if ok else None
     raise TypeError(f"unsupported config type {kind!r}")
 
 
@@ -363,7 +445,8 @@ def _describe(kind: Any, meta: Any, optional: bool) -> str:
     elif kind is bool:
         text = "true or false"
     else:
-        noun = {int: "an integer", float: "a number", str: "a non-empty string"}[kind]
+        noun = {int: "an integer", float: "a number",
+                str: "a non-empty string without control characters"}[kind]
         text = noun if lo_hi is None else f"{noun} in {_num(lo_hi[0])}..{_num(lo_hi[1])}"
     return text + (" or null" if optional else "")
 
@@ -372,8 +455,29 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
+_QUOTE = reprlib.Repr()  # keyword arguments only from Python 3.12
+_QUOTE.maxlevel = 2
+_QUOTE.maxtuple = _QUOTE.maxlist = _QUOTE.maxdict = _QUOTE.maxset = _QUOTE.maxfrozenset = 4
+_QUOTE.maxdeque = _QUOTE.maxarray = 4
+_QUOTE.maxstring = _QUOTE.maxlong = _QUOTE.maxother = MAX_QUOTE
+
+
 def _show(value: Any) -> str:
-    return "null" if value is None else repr(value)
+    """A value as an error message quotes it: repr, at most about MAX_QUOTE characters, at bounded
+    cost however large the value (an alias bomb, a megabyte string)."""
+    if value is None:
+        return "null"
+    text = _QUOTE.repr(value)
+    return text if len(text) <= 2 * MAX_QUOTE else text[:2 * MAX_QUOTE - 3] + "..."
+
+
+def _show_key(key: Any) -> str:
+    return key if isinstance(key, str) and len(key) <= MAX_QUOTE and key.isprintable() else _show(key)
+
+
+def _is_control(char: str) -> bool:
+    """Control characters (C0, DEL, C1), lone surrogates and line/paragraph separators."""
+    return unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp")
 
 
 def describe_defaults() -> dict[str, dict[str, Any]]:

@@ -90,6 +90,10 @@ class DaemonMetrics:
                                    ["result"], **r)
         for result in SWAP_RESULTS:
             self.model_swaps.labels(result)
+        self.config_reloads = Counter("lavalamp_config_reloads", "Config reloads (SIGHUP), by result.",
+                                      ["result"], **r)
+        for result in SWAP_RESULTS:
+            self.config_reloads.labels(result)
         self.model_info = Info("lavalamp_model", "The lamp being shown.", **r)
         self.up = Gauge("lavalamp_up", "1 while the frame loop runs.", **r)
         self._setting_metrics(r)

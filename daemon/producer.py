@@ -15,7 +15,7 @@ import torch
 from lavalamp.models.checkpoint import Lamp, LampLoadError, load_lamp
 from lavalamp.models.dream import Dream
 
-from .config import BufferConfig
+from .config import BufferConfig, one_line
 from .metrics import DaemonMetrics
 from .ring import RingBuffer
 from .source import FrameSource
@@ -180,8 +180,9 @@ class Producer:
         try:
             lamp = load_lamp(path, device)
             validate_lamp(lamp)
-        except (LampLoadError, ValueError, RuntimeError) as exc:
-            log.error("new checkpoint refused, the current lamp keeps running: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a bad checkpoint must never stop the lamp
+            reason = str(exc) if isinstance(exc, LampLoadError) else f"{type(exc).__name__}: {exc}"
+            log.error("new checkpoint refused: %s; the current lamp keeps running", one_line(reason))
             self.metrics.model_swaps.labels("refused").inc()
             return
         log.info("new checkpoint %s (%r) accepted: cross-fading it in", path, lamp.name)

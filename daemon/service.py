@@ -26,7 +26,7 @@ from lavalamp.models.device import DeviceError, resolve_device
 from . import notify
 from .clock import DisplayClock
 from .colour import ColourTransform
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, one_line
 from .control import ControlError, ControlServer, encode_png
 from .live import LampState, LiveSettings, Pending, changed_keys, flatten, is_live
 from .metrics import (RESEED_REASONS, DaemonMetrics, MetricsError, start_http_server,
@@ -279,6 +279,10 @@ class Daemon:
             except DisplayLost as exc:  # perhaps not up yet at boot: let the supervisor retry
                 log.critical("%s", exc)
                 return EXIT_FAILURE
+            except Exception as exc:  # noqa: BLE001 - one line, and let the supervisor retry
+                log.debug("start-up failed", exc_info=exc)
+                log.critical("cannot start: %s", one_line(f"{type(exc).__name__}: {exc}"))
+                return EXIT_FAILURE
             try:
                 return self._frame_loop()
             except DisplayLost as exc:
@@ -357,12 +361,13 @@ class Daemon:
 
     def _reload_config(self) -> None:
         """SIGHUP: what changed in the file (refused whole if invalid) goes the one live path;
-        a model file rewritten in place is loaded even if the config is the same."""
+        a model file rewritten in place is loaded even if the config is the same. Anything that
+        goes wrong is refused with one line and the lamp goes on as it was."""
         self._reload = False
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
-            log.error("config reload refused, keeping the running config: %s", exc)
+            self._refuse_reload(exc)
             return
         old_file, self._file_config = self._file_config, new
         before, after = flatten(old_file), flatten(new)
@@ -370,7 +375,8 @@ class Daemon:
         try:
             self.live.request(changes, "sighup")
         except ConfigError as exc:
-            log.error("config reload refused, keeping the running config: %s", exc)
+            self._file_config = old_file
+            self._refuse_reload(exc)
             return
         if "model.path" not in changes and self._model_watch.changed():
             self._reload_model()
@@ -384,15 +390,42 @@ class Daemon:
         if pending is None:
             return
         old = self.live.config
-        new = self._keep_restart_only(old, pending)
-        self._apply_config(old, new, st)
-        self._apply_state(self.live.state, pending.state, pending.sources)
+        try:
+            new = self._keep_restart_only(old, pending)
+            self._apply_config(old, new, st)
+            self._apply_state(self.live.state, pending.state, pending.sources)
+        except Exception as exc:  # noqa: BLE001 - no change may take the lamp down
+            self._refuse_applying(pending, old, exc, st)
+            return
         self.live.applied(new, pending.state, pending)
+        if "sighup" in pending.sources:
+            self.metrics.config_reloads.labels("loaded").inc()
         for source in pending.sources:
             self.metrics.live_changes.labels(source).inc()
         self._publish_settings()
         for listener in self.listeners:
             listener()
+
+    def _refuse_applying(self, pending: Pending, old: Config, exc: Exception,
+                         st: "LoopState | None") -> None:
+        """A change that failed half-way: put back what was applied, log one line, run on."""
+        what = "config reload" if "sighup" in pending.sources else \
+            f"change from {'+'.join(pending.sources)}"
+        log.error("%s refused: %s; keeping the running config", what,
+                  one_line(f"{type(exc).__name__}: {exc}"))
+        if "sighup" in pending.sources:
+            self.metrics.config_reloads.labels("refused").inc()
+        try:
+            self._apply_config(self.live.config, old, st)
+            self._apply_state(pending.state, self.live.state, pending.sources)
+        except Exception as again:  # noqa: BLE001
+            log.error("could not put the running config back: %s",
+                      one_line(f"{type(again).__name__}: {again}"))
+        self.live.applied(old, self.live.state, pending)
+
+    def _refuse_reload(self, exc: ConfigError) -> None:
+        log.error("config reload refused: %s; keeping the running config", exc)
+        self.metrics.config_reloads.labels("refused").inc()
 
     def _keep_restart_only(self, old: Config, pending: Pending) -> Config:
         """The pending config with every restart-only key kept at its running value (logged)."""

@@ -79,3 +79,34 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def lamp_header(path) -> dict:
+    """The JSON header (the 'lamp' metadata) of a saved lamp, as a dict."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["lamp"])
+
+
+def rewrite_lamp(path, *, header=None, tensors=None, out=None) -> str:
+    """The lamp at `path` written to `out` (default: in place) with its header replaced by `header`
+    (a dict, or raw JSON text) and/or its tensors by `tensors(dict) -> dict`: hostile checkpoints."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load, save
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata())
+    weights = load(open(path, "rb").read())
+    if header is not None:
+        metadata["lamp"] = header if isinstance(header, str) else json.dumps(header)
+    if tensors is not None:
+        weights = tensors(weights)
+    out = out or path
+    with open(out, "wb") as f:
+        f.write(save(weights, metadata=metadata))
+    return str(out)
