@@ -97,7 +97,8 @@ def test_remote_names_resolve_to_live_keys_only():
     assert all(is_live(key) for key in SETTINGS.values())
     for name, message in (("metrics.port", "takes effect only at the next start"),
                           ("colour", "unknown setting"), ("state.dimmed", "unknown setting"),
-                          ("display.nope", "unknown setting")):
+                          ("display.nope", "unknown setting"),
+                          ("model.path", "names a file, which remote control may not")):
         with pytest.raises(ConfigError, match=message):
             resolve({name: 1})
 
