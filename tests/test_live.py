@@ -258,6 +258,7 @@ def test_display_state_from_remote_and_keyboard_takes_the_same_path(tmp_path, la
     r = d.metrics.registry
     assert metric(r, "lavalamp_live_changes_total", {"source": "keyboard"}) == 1
     assert metric(r, "lavalamp_live_changes_total", {"source": "mqtt"}) == 2
+    assert metric(r, "lavalamp_live_changes_total", {"source": "schedule"}) == 1  # its word at start
 
 
 def test_every_live_key_is_applied_and_every_restart_key_kept(tmp_path, lamp_path, caplog):
