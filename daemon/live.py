@@ -40,6 +40,10 @@ SETTINGS: dict[str, str] = {
 }
 
 
+# Live keys remote control may not set: they name files, and no client may make the lamp read a path.
+NOT_REMOTE = ("model.path",)
+
+
 def field_meta(dotted: str) -> dict | None:
     """The metadata of a config or state field by its dotted key, or None if there is none."""
     section, _, name = dotted.partition(".")
@@ -98,6 +102,9 @@ def resolve(settings: dict[str, Any]) -> dict[str, Any]:
         if not is_live(key):
             raise ConfigError(f"{name}: takes effect only at the next start; change it in the "
                               "config file")
+        if key in NOT_REMOTE:
+            raise ConfigError(f"{name}: names a file, which remote control may not; change it "
+                              "in the config file")
         out[key] = value
     return out
 

@@ -27,12 +27,13 @@ from lavalamp.models.device import DeviceError, resolve_device
 from . import notify
 from .clock import DisplayClock
 from .colour import ColourTransform
-from .control import ControlError, ControlServer, encode_png
 from .config import Config, ConfigError, load_config, one_line
+from .control import ControlError, ControlServer, encode_png
 from .live import LampState, LiveSettings, Pending, changed_keys, flatten, is_live
+from .library import lamp_names
 from .metrics import (RESEED_REASONS, DaemonMetrics, MetricsError, ScreenMetrics,
                       start_http_server, stop_http_server)
-from .library import lamp_names
+from .mqtt import MqttBridge, MqttError
 from .playlist import Playlist
 from .producer import Producer, fault_from_env
 from .renderer import DisplayLost, HeadlessRenderer, PygameRenderer, WindowsRenderer
@@ -124,6 +125,16 @@ def setup_logging(level: str) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(JournalHandler(SYSLOG_IDENTIFIER="lavalamp"))
+
+
+def package_version() -> str:
+    """The installed version of neural-lavalamp ('' when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("neural-lavalamp")
+    except PackageNotFoundError:
+        return ""
 
 
 def _finite(x: float) -> float | None:
@@ -242,7 +253,7 @@ class Daemon:
         return {
             "lamp": {"name": lamp.name, "frame_size": self.source.frame_size,
                      "latent_size": lamp.latent_size, "lamp_fps": lamp.data.lamp_fps},
-            "seed": self.source.dream.seed,
+            "seed": str(self.source.dream.seed),  # 63 bits: JavaScript and jq would round a number
             "uptime_s": round(time.monotonic() - self.started, 3),
             "display_fps": round(self.display_fps, 2),
             "generation_fps": round(self.producer.generation_fps, 2),
@@ -327,7 +338,7 @@ class Daemon:
             self._install_signals(stack)
             try:
                 self._start(stack)
-            except (LampLoadError, DeviceError, MetricsError, ControlError) as exc:
+            except (LampLoadError, DeviceError, MetricsError, ControlError, MqttError) as exc:
                 log.error("%s", exc)
                 return EXIT_USAGE
             except DisplayLost as exc:  # perhaps not up yet at boot: let the supervisor retry
@@ -481,6 +492,11 @@ class Daemon:
             self.control = ControlServer(lamp=self, config=c.control, metrics=self.metrics)
             self.control.start()
             stack.callback(self.control.stop)
+        if c.mqtt.enabled:
+            self.mqtt = MqttBridge(lamp=self, config=c.mqtt, metrics=self.metrics,
+                                   version=package_version())
+            self.mqtt.start()
+            stack.callback(self.mqtt.stop)
 
     def _stop_producer(self) -> None:
         hung = self._producer_hung_for() is not None

@@ -190,3 +190,35 @@ def test_next_lamp_without_a_playlist_is_a_clear_400(tmp_path):
     status, body = drive(d, lambda d: (wait_until(shown, timeout=30),
                                        call_json(port, "POST", "/api/next_lamp"))[1])
     assert status == 400 and "no playlist is configured" in body["error"]
+
+
+def test_mqtt_moves_on_and_chooses_lamps_by_name_never_by_path(tmp_path, library, caplog):
+    from .mqtt_support import Broker, Watcher, require_mqtt
+
+    require_mqtt()
+    broker = Broker(tmp_path, free_port()).start()
+    config_path = write_config(tmp_path / "c.yaml", {
+        "model": {"library": str(library)}, "mqtt": {"enabled": True, "port": broker.port},
+        "playlist": {"lamps": ["first", "second"], "every_s": 3600},
+        "buffer": {"depth_frames": 16, "batch_frames": 4}})
+    d = Daemon(config=load_config(config_path), config_path=config_path, model_path=None,
+               headless=True, registry=CollectorRegistry())
+
+    def steer(d):
+        assert wait_until(lambda: metric(d.metrics.registry, "lavalamp_mqtt_connected") == 1,
+                          timeout=20)
+        ha = Watcher(broker.port, ["lavalamp/#"])
+        try:
+            ha.publish("lavalamp/next_lamp/set", "PRESS")
+            assert wait_until(lambda: d.source.lamp.name == "second")
+            ha.publish("lavalamp/lamp/set", str(library / "first"))  # a path: refused
+            ha.publish("lavalamp/lamp/set", "first")
+            assert wait_until(lambda: d.source.lamp.name == "first")
+        finally:
+            ha.close()
+
+    try:
+        drive(d, steer)
+    finally:
+        broker.kill()
+    assert "lavalamp/lamp/set: lamp " in caplog.text and "is not a lamp name" in caplog.text
