@@ -29,8 +29,8 @@ from .clock import DisplayClock
 from .colour import ColourTransform
 from .config import Config, ConfigError, load_config, one_line
 from .control import ControlError, ControlServer, encode_png
-from .live import LampState, LiveSettings, Pending, changed_keys, flatten, is_live
 from .library import lamp_names
+from .live import LampState, LiveSettings, Pending, Ticket, changed_keys, flatten, is_live
 from .metrics import (RESEED_REASONS, DaemonMetrics, MetricsError, ScreenMetrics,
                       start_http_server, stop_http_server)
 from .mqtt import MqttBridge, MqttError
@@ -234,7 +234,7 @@ class Daemon:
         """The config the daemon runs with now (live changes included)."""
         return self.live.config
 
-    def command(self, name: str, source: str) -> threading.Event | None:
+    def command(self, name: str, source: str) -> Ticket | None:
         """Carry out one of `commands` (any thread): it only makes requests; the event, if any,
         is set once the frame loop has applied it."""
         return self.commands[name](source)
@@ -242,7 +242,7 @@ class Daemon:
     def _reseed(self, source: str) -> None:
         self._reseed_all("manual" if source == "keyboard" else "remote")
 
-    def _set_paused(self, paused: bool, source: str) -> threading.Event:
+    def _set_paused(self, paused: bool, source: str) -> Ticket:
         return self.live.request({"state.paused": paused}, source)
 
     def status(self) -> dict:
@@ -572,8 +572,8 @@ class Daemon:
         """A change that failed half-way: put back what was applied, log one line, run on."""
         what = "config reload" if "sighup" in pending.sources else \
             f"change from {'+'.join(pending.sources)}"
-        log.error("%s refused: %s; keeping the running config", what,
-                  one_line(f"{type(exc).__name__}: {exc}"))
+        why = one_line(f"{type(exc).__name__}: {exc}")
+        log.error("%s refused: %s; keeping the running config", what, why)
         if "sighup" in pending.sources:
             self.metrics.config_reloads.labels("refused").inc()
         try:
@@ -582,7 +582,7 @@ class Daemon:
         except Exception as again:  # noqa: BLE001
             log.error("could not put the running config back: %s",
                       one_line(f"{type(again).__name__}: {again}"))
-        self.live.applied(old, self.live.state, pending)
+        self.live.applied(old, self.live.state, pending, error=why)
 
     def _refuse_reload(self, exc: ConfigError) -> None:
         log.error("config reload refused: %s; keeping the running config", exc)

@@ -322,3 +322,23 @@ def test_the_page_is_served_whole_and_its_sliders_match_the_config(tmp_path, lam
     assert set(page.inputs) == {"brightness", "speed", "temperature", "hue_degrees", "saturation"}
     for name, (lo, hi) in page.inputs.items():
         assert (lo, hi) == tuple(field_meta(SETTINGS[name])["range"]), name
+
+
+def test_a_change_the_lamp_cannot_apply_is_a_500_and_changes_nothing(tmp_path, lamp_path,
+                                                                     monkeypatch):
+    from lavalamp.daemon import renderer
+
+    def refuse(self, display):
+        if display.scaling == "fill":
+            raise RuntimeError("the display cannot do that")
+
+    monkeypatch.setattr(renderer.HeadlessRenderer, "apply", refuse)
+    d, port = daemon(tmp_path, lamp_path)
+
+    def check(d):
+        assert serving(d, port)
+        return call_json(port, "PATCH", "/api/settings", {"display.scaling": "fill", "speed": 3})
+
+    status, answer = drive(d, check)
+    assert status == 500 and "RuntimeError: the display cannot do that" in answer["error"]
+    assert d.config.display.scaling == "fit" and d.config.display.speed == 1.0
