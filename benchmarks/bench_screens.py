@@ -120,6 +120,11 @@ def change_gaps(display: str, seconds: float, fps: float, work: Path) -> dict:
     times = [t for t in shown if t >= shown[0] + 2.0]  # after the start has settled
     gaps = [(b - a, b) for a, b in zip(times, times[1:])]
     if os.environ.get("BENCH_VERBOSE"):
+        per_s = {}
+        for t in times:
+            per_s[int(t - times[0])] = per_s.get(int(t - times[0]), 0) + 1
+        print("frames per second:", list(per_s.values()), "changes at",
+              [round(c - times[0], 1) for c in changes])
         for g, t in sorted(gaps, reverse=True)[:8]:
             print(f"gap {g * 1000:.1f} ms at {min((t - c for c in changes), key=abs):+.2f} s "
                   "from the nearest change")
