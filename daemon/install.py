@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,10 +169,35 @@ CANONICAL = UnitPaths(venv=Path("/opt/lavalamp/.venv"), config=Path("/etc/lavala
                       model=Path("/opt/lavalamp/models/lamp.safetensors"))
 
 
+MAX_WATCHDOG_S = 86400
+UNSAFE_IN_EXECUTABLE = "'\"\\"  # systemd's string_is_safe() refuses these in an Exec*= program path
+
+
+class UnitValueError(ValueError):
+    """A value that cannot be written into a unit file without changing what the unit says."""
+
+
+def check_unit_value(value: str, what: str = "value") -> str:
+    """`value` if it can go into a unit file: no control characters (a newline would start a
+    directive of its own: `User=root`, `ExecStartPost=`), valid UTF-8; UnitValueError if not."""
+    for i, char in enumerate(value):
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cs", "Zl", "Zp"):
+            kind = "is not valid UTF-8" if category == "Cs" else "has a control character"
+            raise UnitValueError(f"{what} {_printable(value)} {kind} (at character {i + 1}): it "
+                                 "cannot go into a systemd unit; rename it")
+    return value
+
+
+def _printable(value: str) -> str:
+    return ascii(value) if len(value) <= 120 else ascii(value[:117]) + "..."
+
+
 def quote_arg(arg: str, *, exec_line: bool = True) -> str:
-    """One word of a unit setting: specifiers (and on Exec*= lines, variables) escaped, quoted if
-    it has spaces."""
-    arg = arg.replace("%", "%%")
+    """One word of a unit setting: refused if it has control characters (check_unit_value);
+    specifiers (and on Exec*= lines, variables) escaped; quoted, with backslashes and quotes
+    escaped, if it has spaces, quotes, backslashes or semicolons."""
+    arg = check_unit_value(arg).replace("%", "%%")
     arg = arg.replace("$", "$$") if exec_line else arg
     if any(c in arg for c in " \t\"'\\;"):
         return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -179,8 +205,15 @@ def quote_arg(arg: str, *, exec_line: bool = True) -> str:
 
 
 def command_line(words: list[str]) -> str:
-    """An Exec*= value from its words."""
-    return " ".join(quote_arg(w) for w in words)
+    """An Exec*= value from its words. systemd expands $VARIABLES in the arguments but not in
+    the program's path, so only the arguments have their dollars doubled; and it refuses a
+    program path holding a quote or a backslash ("Executable name contains special characters")."""
+    unsafe = sorted(set(words[0]) & set(UNSAFE_IN_EXECUTABLE))
+    if unsafe:
+        raise UnitValueError(f"the program path {_printable(words[0])} holds {' and '.join(unsafe)}, "
+                             "which systemd refuses in a program path: move the virtual "
+                             "environment to a path without them")
+    return " ".join([quote_arg(words[0], exec_line=False)] + [quote_arg(w) for w in words[1:]])
 
 
 def render_unit(paths: UnitPaths, *, user: bool = False) -> str:
@@ -250,7 +283,10 @@ def install_service(args: argparse.Namespace) -> int:
     """Render the unit; print it (--dry-run) or install, reload and enable it."""
     try:
         paths = _unit_paths(args)
-        text = render_unit(paths, user=args.user)
+        try:
+            text = render_unit(paths, user=args.user)
+        except UnitValueError as exc:
+            raise InstallError(str(exc)) from None
         if args.dry_run:
             sys.stdout.write(text)
             return 0
@@ -317,6 +353,12 @@ def _restore(target: Path, previous: bytes | None) -> None:
 
 def _unit_paths(args: argparse.Namespace) -> UnitPaths:
     """The paths from the command line, made absolute and checked."""
+    try:
+        for option in ("venv", "config", "model"):
+            if getattr(args, option, None) is not None:
+                check_unit_value(getattr(args, option), f"--{option}")
+    except UnitValueError as exc:
+        raise InstallError(str(exc)) from None
     venv = Path(args.venv).absolute()
     if not (venv / "bin" / "lavalamp").is_file():
         raise InstallError(f"{venv}/bin/lavalamp not found: --venv must be the virtual environment "
@@ -325,8 +367,8 @@ def _unit_paths(args: argparse.Namespace) -> UnitPaths:
     model = Path(args.model).expanduser().absolute() if args.model else None
     if model is not None and not model.is_file():
         raise InstallError(f"model {model} not found")
-    if args.watchdog_s < 1:
-        raise InstallError(f"--watchdog-s must be at least 1, got {args.watchdog_s}")
+    if not 1 <= args.watchdog_s <= MAX_WATCHDOG_S:
+        raise InstallError(f"--watchdog-s must be in 1..{MAX_WATCHDOG_S}, got {args.watchdog_s}")
     config_model = _config_model(config) if model is None and config.is_file() else None
     return UnitPaths(venv=venv, config=config, model=model, config_model=config_model,
                      interpreter=venv_interpreter(venv), watchdog_s=args.watchdog_s)
@@ -345,6 +387,8 @@ def venv_interpreter(venv: Path) -> Path | None:
     if not home:
         return None
     prefix = Path(home).parent if Path(home).name == "bin" else Path(home)
+    if not prefix.is_absolute():
+        return None  # not a path systemd could make readable (and not one a venv writes)
     return None if str(prefix) in ("/", "/usr", "/usr/local") else prefix
 
 

@@ -1,9 +1,8 @@
-"""Cron-style jobs (display on/off, dimming, periodic reseed, model-file watch) that only set flags."""
+"""Cron-style jobs (display on/off, dimming, periodic reseed, model-file watch) that only make requests."""
 
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
@@ -70,35 +69,36 @@ class ModelWatch:
 
 
 class Schedule:
-    """Runs the jobs on a background thread; the frame loop reads `display_on` and `brightness`."""
+    """Runs the jobs on a background thread. Display on/off and dimming go to `on_state` as
+    changes of the lamp's state ({"state.display_on": bool} or {"state.dimmed": bool})."""
 
     def __init__(self, *, config: ScheduleConfig, model_path: Path | None,
-                 on_reseed: Callable[[], None], on_model_change: Callable[[], None]) -> None:
+                 on_state: Callable[[dict], None], on_reseed: Callable[[], None],
+                 on_model_change: Callable[[], None]) -> None:
+        self._on_state = on_state
         self._on_reseed = on_reseed
         self._on_model_change = on_model_change
         self._model_path = model_path
-        self._lock = threading.Lock()
+        self._playlist_job: tuple[IntervalTrigger | CronTrigger, Callable[[], None]] | None = None
         self._scheduler = BackgroundScheduler(timezone=ZoneInfo(config.timezone) if config.timezone
                                               else None)
         self.configure(config)
 
     def configure(self, config: ScheduleConfig, model_path: Path | None = None) -> None:
-        """(Re)build every job from `config` and set the flags to what the schedule says now."""
+        """(Re)build every job from `config` and say what the schedule says now."""
         self.config = config
         self._model_path = model_path or self._model_path
         tz = config.timezone
         triggers = {name: cron(getattr(config, name), tz) if getattr(config, name) else None
                     for name in ("display_on", "display_off", "dim", "undim", "reseed")}
         now = datetime.now(ZoneInfo(tz)) if tz else datetime.now().astimezone()
-        with self._lock:
-            self.display_on = newer_of(triggers["display_on"], triggers["display_off"], now)
-            dimmed = triggers["dim"] is not None and not newer_of(triggers["undim"], triggers["dim"], now)
-            self.brightness = config.dim_level if dimmed else 1.0
+        display_on = newer_of(triggers["display_on"], triggers["display_off"], now)
+        dimmed = triggers["dim"] is not None and not newer_of(triggers["undim"], triggers["dim"], now)
         self._scheduler.remove_all_jobs()
-        actions = {"display_on": lambda: self._set(display_on=True),
-                   "display_off": lambda: self._set(display_on=False),
-                   "dim": lambda: self._set(brightness=self.config.dim_level),
-                   "undim": lambda: self._set(brightness=1.0),
+        actions = {"display_on": lambda: self._set("display_on", True),
+                   "display_off": lambda: self._set("display_on", False),
+                   "dim": lambda: self._set("dimmed", True),
+                   "undim": lambda: self._set("dimmed", False),
                    "reseed": self._on_reseed}
         for name, trigger in triggers.items():
             if trigger is not None:
@@ -107,18 +107,34 @@ class Schedule:
             watch = ModelWatch(self._model_path)
             self._scheduler.add_job(lambda: watch.changed() and self._on_model_change(),
                                     IntervalTrigger(seconds=config.watch_model_s), id="watch_model")
-        log.info("schedule: display %s, brightness %.2f, %d job(s)",
-                 "on" if self.display_on else "off", self.brightness,
-                 len(self._scheduler.get_jobs()))
+        if self._playlist_job is not None:
+            self._add_playlist_job()
+        log.info("schedule: display %s, %s, %d job(s)", "on" if display_on else "off",
+                 "dimmed" if dimmed else "not dimmed", len(self._scheduler.get_jobs()))
+        self._on_state({"state.display_on": display_on, "state.dimmed": dimmed})
 
-    def _set(self, *, display_on: bool | None = None, brightness: float | None = None) -> None:
-        with self._lock:
-            if display_on is not None:
-                self.display_on = display_on
-                log.info("schedule: display %s", "on" if display_on else "off")
-            if brightness is not None:
-                self.brightness = brightness
-                log.info("schedule: brightness %.2f", brightness)
+    def set_playlist(self, every_s: float | None, change: str | None,
+                     on_next_lamp: Callable[[], None] | None) -> None:
+        """Move on to the next lamp every `every_s` seconds or at the crontab line `change`
+        (in the schedule's time zone); both None (or no callback): no playlist job."""
+        if on_next_lamp is None or (every_s is None and change is None):
+            self._playlist_job = None
+        else:
+            trigger = IntervalTrigger(seconds=every_s) if every_s is not None else \
+                cron(change, self.config.timezone)
+            self._playlist_job = (trigger, on_next_lamp)
+        if self._scheduler.get_job("next_lamp"):
+            self._scheduler.remove_job("next_lamp")
+        if self._playlist_job is not None:
+            self._add_playlist_job()
+
+    def _add_playlist_job(self) -> None:
+        trigger, action = self._playlist_job
+        self._scheduler.add_job(action, trigger, id="next_lamp", name="next_lamp")
+
+    def _set(self, name: str, value: bool) -> None:
+        log.info("schedule: %s %s", name, value)
+        self._on_state({f"state.{name}": value})
 
     def start(self) -> None:
         """Start the scheduler thread."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 import torch
@@ -37,7 +38,10 @@ class FrameSource:
         self.temperature = temperature
         self.frame_size = lamp.frame_size
         self._lock = threading.Lock()
-        self._pending_reseed: str | None = None
+        self._pending_reseed: tuple[str, int | None] | None = None
+        self._pending_temperature: float | None = None
+        self._pending_seeds = False  # the pending reseed's seed also seeds the later reseeds
+        self.last_reseed: tuple[str, float] | None = None  # (reason, Unix time) of the last one
         self._pending_lamp: Lamp | None = None
         self._pending_guard: GuardConfig | None = None
         self._guard_config = guard
@@ -66,10 +70,22 @@ class FrameSource:
             "lamp_fps": f"{lamp.data.lamp_fps:g}"})
         log.info("dreaming %r from seed %d", lamp.name, self.dream.seed)
 
-    def request_reseed(self, reason: str) -> None:
-        """Ask for a fresh dream at the next batch (any thread)."""
+    def request_reseed(self, reason: str, seed: int | None = None) -> None:
+        """Ask for a fresh dream at the next batch (any thread); `seed` None draws the next one."""
         with self._lock:
-            self._pending_reseed = reason
+            self._pending_reseed = (reason, seed)
+            self._pending_seeds = False
+
+    def request_seed(self, seed: int | None) -> None:
+        """Ask for a fresh dream from a new first seed (model.seed changed; None = random from now)."""
+        with self._lock:
+            self._pending_reseed = ("config", seed)
+            self._pending_seeds = True
+
+    def request_temperature(self, temperature: float) -> None:
+        """Ask for a new sampling temperature from the next batch on, the dream going on (any thread)."""
+        with self._lock:
+            self._pending_temperature = temperature
 
     def request_swap(self, lamp: Lamp) -> None:
         """Ask for an already-validated lamp to replace the current one at the next batch."""
@@ -91,13 +107,22 @@ class FrameSource:
         self.guard.reset()
         self._last_raw = None
         self.metrics.reseeds.labels(reason).inc()
+        self.last_reseed = (reason, time.time())
         self._start_fade()
         log.info("reseeded (%s): seed %d", reason, self.dream.seed)
 
     def _apply_requests(self) -> None:
         with self._lock:
-            reason, lamp, guard = self._pending_reseed, self._pending_lamp, self._pending_guard
+            reseed, lamp, guard = self._pending_reseed, self._pending_lamp, self._pending_guard
+            temperature = self._pending_temperature
             self._pending_reseed = self._pending_lamp = self._pending_guard = None
+            self._pending_temperature = None
+            if reseed is not None and self._pending_seeds:
+                self._seeds = None if reseed[1] is None else np.random.default_rng(reseed[1])
+            self._pending_seeds = False
+        if temperature is not None:
+            self.temperature = self.dream.temperature = temperature
+            log.info("temperature %.3g", temperature)
         if guard is not None:
             self._guard_config = guard
             self.guard = DriftGuard(config=guard, reference=self.lamp.reference,
@@ -106,8 +131,8 @@ class FrameSource:
             self._install(lamp, self._next_seed())
             self._last_raw = None
             self._start_fade()
-        elif reason is not None:
-            self.reseed(reason)
+        elif reseed is not None:
+            self.reseed(*reseed)
 
     def next_batch(self, n: int) -> np.ndarray:
         """The next n frames (n,S,S,3) uint8, guarded and cross-faded."""

@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 
-from . import __version__
+from . import __version__, one_line
 from .atomic import atomic_write_bytes
 from .conv import ConvDecoder, ConvEncoder
 from .latent import LatentStats
@@ -28,7 +28,11 @@ DECODER_CONFIGS = {"vae": VAEConfig}
 
 
 class LampLoadError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the file and the problem."""
+    """A checkpoint that cannot be loaded; the message names the file and the problem, in one
+    short line whatever the file holds."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,12 +147,17 @@ def save_lamp(lamp: Lamp, path: str | Path) -> None:
 def load_lamp(path: str | Path | None = None, device: torch.device | str = "cpu") -> Lamp:
     """Read a lamp (None = the shipped default) onto `device`, modules in eval mode."""
     path = Path(path) if path is not None else default_lamp_path()
-    header = _read_header(path)
     try:
-        lamp = _build_lamp(header, _read_tensors(path))
-    except LampLoadError as exc:
-        raise LampLoadError(f"{path}: {exc}") from None
-    return lamp.to(device)
+        header = _read_header(path)
+        try:
+            lamp = _build_lamp(header, _read_tensors(path))
+        except LampLoadError as exc:
+            raise LampLoadError(f"{path}: {exc}") from None
+        return lamp.to(device)
+    except LampLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a checkpoint must never crash its reader
+        raise LampLoadError(f"{path}: cannot use this checkpoint ({type(exc).__name__}: {exc})") from None
 
 
 def _read_header(path: Path) -> dict[str, Any]:

@@ -64,9 +64,11 @@ def mean_abs_diff(a, b) -> float:
 
 
 def metric(registry, name: str, labels: dict | None = None) -> float:
-    """A sample's value from a private prometheus registry (0 if absent)."""
-    value = registry.get_sample_value(name, labels or {})
-    return 0.0 if value is None else value
+    """The sum of the samples called `name` whose labels include `labels` (0 if none), as
+    PromQL's sum() would give it: a daemon's total over its screens unless a screen is named."""
+    wanted = (labels or {}).items()
+    return float(sum(sample.value for family in registry.collect() for sample in family.samples
+                     if sample.name == name and wanted <= sample.labels.items()))
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:
@@ -79,3 +81,34 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def lamp_header(path) -> dict:
+    """The JSON header (the 'lamp' metadata) of a saved lamp, as a dict."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["lamp"])
+
+
+def rewrite_lamp(path, *, header=None, tensors=None, out=None) -> str:
+    """The lamp at `path` written to `out` (default: in place) with its header replaced by `header`
+    (a dict, or raw JSON text) and/or its tensors by `tensors(dict) -> dict`: hostile checkpoints."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load, save
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata())
+    weights = load(open(path, "rb").read())
+    if header is not None:
+        metadata["lamp"] = header if isinstance(header, str) else json.dumps(header)
+    if tensors is not None:
+        weights = tensors(weights)
+    out = out or path
+    with open(out, "wb") as f:
+        f.write(save(weights, metadata=metadata))
+    return str(out)

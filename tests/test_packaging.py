@@ -44,6 +44,11 @@ def test_wheel_ships_the_default_lamp(wheel_names):
 
 
 @pytest.mark.slow
+def test_wheel_ships_the_control_page(wheel_names):
+    assert "lavalamp/daemon/control_page.html" in wheel_names
+
+
+@pytest.mark.slow
 def test_wheel_declares_the_console_script(wheel_names, tmp_path):
     assert any(n.endswith("entry_points.txt") for n in wheel_names)
 

@@ -36,25 +36,29 @@ def test_last_fire_and_which_came_last():
 
 
 def schedule(**values):
-    calls = {"reseed": 0, "model": 0}
+    calls = {"reseed": 0, "model": 0, "state": {}}
     s = Schedule(config=ScheduleConfig(**values), model_path=None,
+                 on_state=calls["state"].update,
                  on_reseed=lambda: calls.__setitem__("reseed", calls["reseed"] + 1),
                  on_model_change=lambda: calls.__setitem__("model", calls["model"] + 1))
     return s, calls
 
 
-def test_flags_start_as_the_schedule_says_and_jobs_flip_them():
+def test_the_state_starts_as_the_schedule_says_and_jobs_change_it():
     s, calls = schedule(display_on="0 0 1 1 *", display_off="* * * * *", dim="* * * * *",
                         undim="0 0 1 1 *", dim_level=0.3, reseed="*/5 * * * *", watch_model_s=0)
-    assert s.display_on is False and s.brightness == 0.3
+    assert calls["state"] == {"state.display_on": False, "state.dimmed": True}
     jobs = {job.id: job for job in s._scheduler.get_jobs()}
     assert set(jobs) == {"display_on", "display_off", "dim", "undim", "reseed"}
     jobs["display_on"].func()
     jobs["undim"].func()
     jobs["reseed"].func()
-    assert s.display_on is True and s.brightness == 1.0 and calls["reseed"] == 1
+    assert calls["state"] == {"state.display_on": True, "state.dimmed": False}
+    assert calls["reseed"] == 1
+    calls["state"].clear()
     s.configure(ScheduleConfig())
-    assert s.display_on is True and s._scheduler.get_jobs() == []
+    assert calls["state"] == {"state.display_on": True, "state.dimmed": False}
+    assert s._scheduler.get_jobs() == []
 
 
 def test_a_replaced_model_file_is_noticed_once(tmp_path):
@@ -72,8 +76,8 @@ def test_the_watch_job_runs_on_the_scheduler_thread(tmp_path):
     path = tmp_path / "lamp.safetensors"
     save_fake_lamp(path)
     changed = threading.Event()
-    s = Schedule(config=ScheduleConfig(watch_model_s=0.05), model_path=path, on_reseed=lambda: None,
-                 on_model_change=changed.set)
+    s = Schedule(config=ScheduleConfig(watch_model_s=0.05), model_path=path, on_state=lambda _: None,
+                 on_reseed=lambda: None, on_model_change=changed.set)
     s.start()
     try:
         save_fake_lamp(path, seed=3)
