@@ -17,7 +17,8 @@ def test_the_default_lamp_ships_and_is_small():
 
 def test_the_default_lamp_describes_itself():
     lamp = load_lamp(None)
-    assert lamp.frame_size == 64 and lamp.decoder_kind == "vae"
+    assert lamp.frame_size == 256 and lamp.base_size == 64 and lamp.decoder_kind == "vae"
+    assert lamp.upsampler is not None and lamp.upsampler.config.out_size == 256
     assert lamp.data.lamp_fps > 0 and "simulator" in lamp.data.description
     assert 0 < lamp.temperature <= 1 and lamp.training["calibration"]["temperature"] == lamp.temperature
     assert lamp.rnn.config.sphere and lamp.decoder_config.sphere
@@ -28,8 +29,13 @@ def test_the_default_lamp_dreams_a_lit_moving_lamp():
     dream = Dream(load_lamp(None), seed=0)
     frames = dream.decode(dream.advance(120)).astype(np.float32)
     assert frames.mean() > 30 and frames.std() > 20, "a dark or flat picture"
-    centre = frames[:, 16:48, 24:40]
+    centre = frames[:, 64:192, 96:160]
     assert centre[..., 0].mean() > centre[..., 2].mean(), "the classic palette's red wax is gone"
     steps = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
     assert steps.min() > 0.05 and steps.mean() < 8, f"motion per step {steps.mean():.2f}"
     assert np.abs(frames[-1] - frames[0]).mean() > 2, "the dream froze"
+    edges = np.abs(np.diff(frames, axis=2)).mean() + np.abs(np.diff(frames, axis=1)).mean()
+    plain = torch.nn.functional.interpolate(torch.from_numpy(frames[:, ::4, ::4]).permute(0, 3, 1, 2),
+                                            scale_factor=4, mode="bilinear").permute(0, 2, 3, 1).numpy()
+    plain_edges = np.abs(np.diff(plain, axis=2)).mean() + np.abs(np.diff(plain, axis=1)).mean()
+    assert edges > 1.2 * plain_edges, "no sharper than its own frames shrunk and plainly enlarged"
