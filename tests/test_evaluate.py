@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lavalamp.daemon.cli import main
@@ -152,4 +153,44 @@ def test_bad_reference_exits_2_with_a_clear_message(tmp_path, capsys, content, m
                  str(tmp_path / "ref.npz"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_sharpness_is_one_against_itself_and_below_for_a_blurred_dream(reference):
+    detailed = reference.copy()
+    detailed[:, ::4] //= 2  # fine stripes: detail that blur takes away
+    blurred = np.asarray(torch.nn.functional.avg_pool2d(
+        torch.from_numpy(detailed).permute(0, 3, 1, 2).float(), 5, stride=1, padding=2,
+        count_include_pad=False).permute(0, 2, 3, 1).round(), np.uint8)
+    same = compare(detailed[::STEP], detailed)["sharpness"]
+    soft = compare(blurred[::STEP], detailed)["sharpness"]
+    assert same["ratio"] == pytest.approx(1.0, abs=0.02) and 0.9 < same["reference_baseline_ratio"] < 1.1
+    assert soft["ratio"] < 0.6 and soft["generated_edge_energy"] < soft["reference_edge_energy"]
+
+
+def test_several_reference_clips_are_one_reference_and_no_step_spans_two(reference):
+    other = 255 - reference  # a different lamp: the jump between the clips is huge
+    report = compare(reference[::STEP], [reference, other])
+    assert report["reference"]["clips"] == 2 and report["reference"]["frames"] == 2 * len(reference)
+    joined = compare(reference[::STEP], np.concatenate([reference, other]))
+    assert report["motion"]["reference_mean_abs_diff"] < joined["motion"]["reference_mean_abs_diff"]
+    assert report["motion"]["ratio"] == pytest.approx(1.0, abs=0.05)
+    assert report["critic"]["clips"]["test_examples"][0] > 0
+
+
+def test_lamps_of_128_px_get_a_128_px_frame_critic():
+    big = moving_clip(240, size=128)
+    report = compare(big[::STEP], big)
+    assert {"frames_128", "reference_baseline_frames_128"} <= set(report["critic"])
+    assert "frames_128" not in compare(moving_clip()[::STEP], moving_clip())["critic"]
+
+
+def test_reference_clips_of_different_frame_rates_exit_2(tmp_path, reference, capsys):
+    save_lamp(make_lamp(), tmp_path / "lamp.safetensors")
+    np.savez(tmp_path / "a.npz", frames=reference, fps=FPS)
+    np.savez(tmp_path / "b.npz", frames=reference, fps=25.0)
+    code = main(["eval", "--model", str(tmp_path / "lamp.safetensors"), "--reference",
+                 str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "must share one frame rate" in err and "b.npz 25 fps" in err
     assert not (tmp_path / "out").exists()
