@@ -14,6 +14,11 @@ def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def frames_to_float(frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames (B,S,S,3) -> float (B,3,S,S) in [0,1] (the inverse of frames_to_uint8)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+
+
 def fresh_seed() -> int:
     """A random seed from the operating system."""
     return int(np.random.SeedSequence().entropy % 2**63)

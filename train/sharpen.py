@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lavalamp.models.dream import frames_to_float
+
 from .losses import edge_energy, gradient_difference, hinge_discriminator, hinge_generator
 
 DISCRIMINATOR_SCALES = (1, 2)
@@ -119,11 +121,6 @@ class Pairs:
         return self.targets.shape[1] // self.inputs.shape[-1] if self.upsampling else 1
 
 
-def to_images(frames: np.ndarray) -> torch.Tensor:
-    """uint8 frames (B,S,S,3) -> float (B,3,S,S) in [0,1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
-
-
 class Sharpener:
     """One sharpening run: the module, its discriminators, their optimizers and the failure watch."""
 
@@ -150,7 +147,7 @@ class Sharpener:
         """Inputs and target images (B,3,c,c) of one step: random crops, or whole frames."""
         picks = rng.integers(len(self.pairs.targets), size=self.config.batch)
         if self.margin == 0:
-            return self.pairs.inputs[picks].float(), to_images(self.pairs.targets[picks])
+            return self.pairs.inputs[picks].float(), frames_to_float(self.pairs.targets[picks])
         f, size = self.pairs.factor, self.pairs.targets.shape[1]
         small, m = self.crop // f, self.margin
         xs, ys = [], []
@@ -158,7 +155,7 @@ class Sharpener:
             oy, ox = rng.integers(0, size // f - small + 1, size=2)
             xs.append(self.padded[i, :, oy:oy + small + 2 * m, ox:ox + small + 2 * m])
             ys.append(self.pairs.targets[i, oy * f:(oy + small) * f, ox * f:(ox + small) * f])
-        return torch.stack(xs).float(), to_images(np.stack(ys))
+        return torch.stack(xs).float(), frames_to_float(np.stack(ys))
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The module's output for a batch of inputs, cropped to the target, and the condition."""
@@ -237,7 +234,7 @@ class Sharpener:
         outs = []
         for chunk in torch.split(self.pairs.val_inputs, 16):
             outs.append(self.module(chunk.float().to(self.device)).cpu())
-        out, target = torch.cat(outs), to_images(self.pairs.val_targets)
+        out, target = torch.cat(outs), frames_to_float(self.pairs.val_targets)
         diversity = float(out.std(0).mean() / target.std(0).mean().clamp_min(1e-6))
         return {"l1": float((out - target).abs().mean()),
                 "edge_ratio": float(edge_energy(out) / edge_energy(target).clamp_min(1e-6)),

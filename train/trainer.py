@@ -18,7 +18,7 @@ from torch import nn
 from lavalamp.models import __version__
 from lavalamp.models.atomic import atomic_write_bytes
 from lavalamp.models.checkpoint import DataInfo, Lamp, load_lamp, save_lamp
-from lavalamp.models.dream import Dream, frames_to_uint8
+from lavalamp.models.dream import Dream, frames_to_float, frames_to_uint8
 from lavalamp.models.latent import latent_stats, project_to_sphere, slerp
 from lavalamp.models.rnn import LatentRNN, LatentRNNConfig
 from lavalamp.models.upsample import Upsampler, UpsamplerConfig
@@ -359,11 +359,6 @@ def _checkpoint_stage(run: Run, folder: Path, model: nn.Module, optimizer, rng, 
 
 
 # ------------------------------------------------------------------------------------- stages
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 frames (B,S,S,3) -> float (B,3,S,S) in [0,1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
-
-
 def train_vae(run: Run, pool: np.ndarray, val: np.ndarray) -> tuple[VAE, dict[str, Any]]:
     """Stage 1: the VAE that maps frames to latents and back (frames from `image_frames`)."""
     torch.manual_seed(run.config.seed)
@@ -417,10 +412,10 @@ def _optimize_on_frames(run: Run, stage: str, model: nn.Module, loss: nn.Module,
     """`optimize` an image stage on random frames of the pool, validated on `val`."""
 
     def batch(rng: np.random.Generator) -> torch.Tensor:
-        return to_tensor(pool[rng.integers(len(pool), size=run.config.vae_batch)])
+        return frames_to_float(pool[rng.integers(len(pool), size=run.config.vae_batch)])
 
     def validate() -> dict[str, float]:
-        _, parts = loss(to_tensor(val).to(run.device))
+        _, parts = loss(frames_to_float(val).to(run.device))
         return {k: float(parts[k]) for k in reported}
 
     return optimize(run, stage, model, loss, batch, lr, validate)
@@ -430,9 +425,9 @@ def _optimize_on_frames(run: Run, stage: str, model: nn.Module, loss: nn.Module,
 def _vae_pictures(run: Run, vae: VAE, val: np.ndarray, stage: str = "vae") -> None:
     folder = run.stage_folder(stage)
     pick = val[np.linspace(0, len(val) - 1, 8).astype(int)]
-    recon = frames_to_uint8(vae(to_tensor(pick).to(run.device))[0])
+    recon = frames_to_uint8(vae(frames_to_float(pick).to(run.device))[0])
     contact_sheet([pick, recon], folder / "samples.png")
-    mu, _ = vae.encode(to_tensor(pick).to(run.device))
+    mu, _ = vae.encode(frames_to_float(pick).to(run.device))
     walk = [slerp(mu[i], mu[(i + 1) % len(mu)], t) for i in range(len(mu)) for t in np.linspace(0, 1, 12)]
     write_video(folder / "dream.gif", frames_to_uint8(vae.decode(torch.stack(walk))), fps=12.0)
 
@@ -455,7 +450,7 @@ def encode_footage(run: Run, vae: VAE, clips: Footage) -> dict[str, list[np.ndar
 
 
 def _encode_clip(run: Run, vae: VAE, clip: np.ndarray) -> np.ndarray:
-    chunks = [vae.encode(to_tensor(clip[i:i + 256]).to(run.device))[0] for i in range(0, len(clip), 256)]
+    chunks = [vae.encode(frames_to_float(clip[i:i + 256]).to(run.device))[0] for i in range(0, len(clip), 256)]
     mu = torch.cat(chunks)
     return (project_to_sphere(mu) if vae.config.sphere else mu).cpu().numpy().astype(np.float32)
 
@@ -586,7 +581,7 @@ def _sharpen_inputs(run: Run, vae: VAE, frames: np.ndarray) -> torch.Tensor:
     small = area_resize(frames, run.config.base_size)
     out = []
     for i in range(0, len(small), 256):
-        mu = vae.encode(to_tensor(small[i:i + 256]).to(run.device))[0]
+        mu = vae.encode(frames_to_float(small[i:i + 256]).to(run.device))[0]
         out.append((vae.decode(mu).half() if run.config.upsampled else mu).cpu())
     return torch.cat(out)
 
