@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lavalamp.models.checkpoint import Lamp
-from lavalamp.models.dream import Dream, frames_to_uint8
+from lavalamp.models.dream import Dream, NonFiniteFrames, check_frames, frames_to_uint8
 
 from .config import GuardConfig
 from .guard import Action, DriftGuard
@@ -20,8 +20,12 @@ from .metrics import DaemonMetrics
 log = logging.getLogger(__name__)
 
 
+MAX_FROZEN_DREAMS = 3  # fresh dreams in a row that freeze without ever moving: the lamp is broken
+
+
 class LampBroken(RuntimeError):
-    """The lamp produces unusable latents even right after a fresh start."""
+    """The lamp produces unusable latents or frames even right after a fresh start, or freezes
+    after every fresh start: no reseed can help, only a supervisor (and its alert)."""
 
 
 class FrameSource:
@@ -50,6 +54,7 @@ class FrameSource:
         self._fade_from: np.ndarray | None = None
         self._fade_done = 0
         self.motion = 0.0
+        self._frozen_dreams = 0  # dreams in a row that froze without moving
         self._seeds = None if seed is None else np.random.default_rng(seed)
         self._install(lamp, seed)
 
@@ -138,14 +143,23 @@ class FrameSource:
         """The next n frames (n,S,S,3) uint8, guarded and cross-faded."""
         self._apply_requests()
         latents = self._guarded_latents(n)
-        raw = self._decode(latents)
+        raw = self._decoded(latents)
         action = self._observe_motion(raw)
         frames = self._fade(raw)
         self._last, self._last_raw = frames[-1].copy(), raw[-1].copy()
         if action.kind == "reseed":
             log.warning("drift guard: %s (motion %.3f)", action.reason, self.motion)
+            self._count_frozen(action.reason)
             self.reseed(action.reason)
         return frames
+
+    def _count_frozen(self, reason: str) -> None:
+        if reason != "frozen":
+            return
+        self._frozen_dreams += 1
+        if self._frozen_dreams >= MAX_FROZEN_DREAMS:
+            raise LampBroken(f"the lamp froze in {self._frozen_dreams} fresh dreams in a row "
+                             "without ever moving")
 
     def _guarded_latents(self, n: int) -> torch.Tensor:
         latents = self.dream.advance(n)
@@ -163,13 +177,26 @@ class FrameSource:
         self.metrics.set_latent(self.guard.stats, self.guard.distance)
         return latents
 
+    def _decoded(self, latents: torch.Tensor) -> np.ndarray:
+        """Frames for `latents`; non-finite frames are caught like non-finite latents: a fresh
+        dream, and LampBroken if its frames are not finite either."""
+        try:
+            return self._decode(latents)
+        except NonFiniteFrames as exc:
+            log.warning("drift guard: the lamp decoded non-finite frames (%s)", exc)
+        self.reseed("non_finite")
+        try:
+            return self._decode(self._guarded_latents(len(latents)))
+        except NonFiniteFrames as exc:
+            raise LampBroken(f"the lamp decodes non-finite frames right after a fresh start ({exc})") \
+                from None
+
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
-        if self.lamp.frame_size == self.frame_size:
-            return self.dream.decode(latents)
         with torch.inference_mode():
-            frames = self.lamp.decode(latents)
-            frames = F.interpolate(frames, size=(self.frame_size, self.frame_size),
-                                   mode="bilinear", antialias=True, align_corners=False)
+            frames = check_frames(self.lamp.decode(latents.to(self.lamp.latent_mean.device)))
+            if self.lamp.frame_size != self.frame_size:
+                frames = F.interpolate(frames, size=(self.frame_size, self.frame_size),
+                                       mode="bilinear", antialias=True, align_corners=False)
         return frames_to_uint8(frames)
 
     def _observe_motion(self, frames: np.ndarray) -> Action:
@@ -177,6 +204,8 @@ class FrameSource:
         previous = self._last_raw if self._last_raw is not None else frames[0]
         stack = np.concatenate([previous[None], frames]).astype(np.int16)
         motion = np.abs(np.diff(stack, axis=0)).mean(axis=(1, 2, 3))
+        if motion.max() >= self._guard_config.freeze_motion:
+            self._frozen_dreams = 0
         self.motion = float(motion[-1])
         self.metrics.motion.set(self.motion)
         return self.guard.check_motion(motion.tolist())

@@ -145,15 +145,19 @@ def save_lamp(lamp: Lamp, path: str | Path) -> None:
 
 
 def load_lamp(path: str | Path | None = None, device: torch.device | str = "cpu") -> Lamp:
-    """Read a lamp (None = the shipped default) onto `device`, modules in eval mode."""
+    """Read a lamp (None = the shipped default) onto `device`, modules in eval mode, and prove that
+    it can be shown (dream.prove_lamp): a lamp that would only ever show black is refused here."""
+    from .dream import prove_lamp  # the dream is built on the checkpoint
+
     path = Path(path) if path is not None else default_lamp_path()
     try:
         header = _read_header(path)
         try:
-            lamp = _build_lamp(header, _read_tensors(path))
+            lamp = _build_lamp(header, _read_tensors(path)).to(device)
+            prove_lamp(lamp)
         except LampLoadError as exc:
             raise LampLoadError(f"{path}: {exc}") from None
-        return lamp.to(device)
+        return lamp
     except LampLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - a checkpoint must never crash its reader

@@ -75,7 +75,7 @@ def test_a_reload_that_fails_while_applying_keeps_the_running_config(tmp_path, l
     before = d.config
 
     def refuse(self, display):
-        if display.fps == 30:
+        if display.scaling == "fill":
             raise RuntimeError("the display cannot do that")
 
     monkeypatch.setattr(renderer_module.HeadlessRenderer, "apply", refuse)
@@ -83,7 +83,7 @@ def test_a_reload_that_fails_while_applying_keeps_the_running_config(tmp_path, l
     def poke():
         shown = lambda: metric(registry, "lavalamp_frames_displayed_total")  # noqa: E731
         poke.ok = wait_until(lambda: shown() > 2, 30)
-        write_config(config, {"display": {"fps": 30}})
+        write_config(config, {"display": {"scaling": "fill", "speed": 2.0}})
         os.kill(os.getpid(), signal.SIGHUP)
         poke.refused = wait_until(
             lambda: metric(registry, "lavalamp_config_reloads_total", {"result": "refused"}) == 1, 30)
@@ -96,7 +96,7 @@ def test_a_reload_that_fails_while_applying_keeps_the_running_config(tmp_path, l
     assert d.run() == EXIT_OK
     thread.join(30)
     assert poke.ok and poke.refused and poke.still_running
-    assert d.config == before
+    assert d.config == before  # display.speed, which would have applied, was put back too
     assert "config reload refused: RuntimeError: the display cannot do that" in caplog.text
 
 
