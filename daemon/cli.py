@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from importlib.metadata import entry_points
 from typing import Callable, Sequence
 
-from lavalamp.models import EXIT_USAGE, __version__
+from lavalamp.models import EXIT_USAGE, __version__, os_error_exit
 
 from .config import ConfigError, load_config
 
@@ -36,10 +37,50 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class StartUpStop(SystemExit):
+    """SIGTERM or SIGINT while `lavalamp run` was still starting: exit 0, as it would later."""
+
+
+class EarlySignals:
+    """Signal handlers installed before the heavy imports (torch takes seconds), so that no signal
+    in the first seconds of `lavalamp run` kills it with the default action: a stop ends it at
+    once with exit 0, a reload (SIGHUP) is remembered for the daemon, SIGUSR1 is ignored."""
+
+    def __init__(self) -> None:
+        self.reload = False
+
+    def install(self) -> None:
+        """Install the handlers (main thread); the daemon replaces them with its own."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop)
+        signal.signal(signal.SIGHUP, self._hup)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+    def _stop(self, signum: int, _frame) -> None:
+        raise StartUpStop(signal.Signals(signum).name)
+
+    def _hup(self, _signum: int, _frame) -> None:
+        self.reload = True
+
+
+EARLY = EarlySignals()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run one subcommand, return its exit status."""
+    as_process = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        if as_process and command == "run":
+            EARLY.install()
+        return _main(argv, command)
+    except StartUpStop as stop:
+        print(f"lavalamp: {stop.code} received while starting: stopped", file=sys.stderr)
+        return 0
+
+
+def _main(argv: list[str], command: str | None) -> int:
     parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:
@@ -50,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a full disk, a vanished folder: one line, never a traceback
+        code, text = os_error_exit(exc)
+        print(f"lavalamp {args.command}: {text}", file=sys.stderr)
+        return code
 
 
 def add_check_config(subparsers: argparse._SubParsersAction) -> None:

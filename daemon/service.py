@@ -19,11 +19,12 @@ import numpy as np
 
 from prometheus_client import CollectorRegistry
 
-from lavalamp.models import EXIT_USAGE
+from lavalamp.models import EXIT_FAILURE, EXIT_USAGE, os_error_exit
 from lavalamp.models.checkpoint import LampLoadError, default_lamp_path, load_lamp
 from lavalamp.models.device import DeviceError, resolve_device
 
 from . import notify
+from .cli import EARLY
 from .clock import DisplayClock
 from .colour import ColourTransform
 from .control import ControlError, ControlServer, encode_png
@@ -40,7 +41,7 @@ from .source import FrameSource
 log = logging.getLogger(__name__)
 _LOADED = time.monotonic()
 
-EXIT_OK, EXIT_FAILURE = 0, 1
+EXIT_OK = 0
 STATUS_EVERY_S = 2.0
 OFF_POLL_S = 0.1  # frame-loop period while the screen is blanked or paused
 FPS_SMOOTHING = 0.05
@@ -255,6 +256,9 @@ class Daemon:
         for signum, handler in handlers.items():
             previous = signal.signal(signum, handler)
             stack.callback(signal.signal, signum, previous)
+        if EARLY.reload:  # a SIGHUP while starting: the config may have changed since it was read
+            EARLY.reload = False
+            self._reload = True
 
     def run(self) -> int:
         """Run until stopped; EXIT_OK, EXIT_FAILURE (supervisor should restart) or EXIT_USAGE."""
@@ -268,6 +272,10 @@ class Daemon:
             except DisplayLost as exc:  # perhaps not up yet at boot: let the supervisor retry
                 log.critical("%s", exc)
                 return EXIT_FAILURE
+            except OSError as exc:
+                code, text = os_error_exit(exc)
+                log.critical("cannot start: %s", text)
+                return code
             except Exception as exc:  # noqa: BLE001 - one line, and let the supervisor retry
                 log.debug("start-up failed", exc_info=exc)
                 log.critical("cannot start: %s", one_line(f"{type(exc).__name__}: {exc}"))

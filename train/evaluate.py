@@ -60,7 +60,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from lavalamp.models import EXIT_USAGE
-from lavalamp.models.atomic import atomic_write_bytes
+from lavalamp.models.atomic import atomic_write_bytes, check_output_folder
 from lavalamp.models.checkpoint import Lamp, LampLoadError, load_lamp
 from lavalamp.models.dream import Dream
 from lavalamp.models.latent import LatentStats, latent_stats
@@ -592,8 +592,7 @@ def run_eval(args: argparse.Namespace) -> int:
         config = EvalConfig(frames=args.frames, skip=args.skip, seed=args.seed,
                             temperature=args.temperature, critic_steps=args.critic_steps,
                             critic_seeds=args.critic_seeds)
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out}: exists and is not a folder")
+        check_output_folder(out, "--out")
     except ValueError as exc:
         print(f"lavalamp eval: {exc}", file=sys.stderr)
         return EXIT_USAGE
