@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from lavalamp.daemon import cli
-from lavalamp.models import EXIT_FAILURE, EXIT_USAGE, os_error_exit
+from lavalamp.models import EXIT_USAGE
+
+EXIT_FAILURE = 1  # a retry could succeed
 
 from .daemon_helpers import Running, write_config
 from .fakes import save_fake_lamp
@@ -79,6 +81,8 @@ def test_eval_out_that_cannot_be_made_is_refused_before_the_work(tmp_path, capsy
                                               (errno.EACCES, EXIT_USAGE), (errno.EROFS, EXIT_USAGE),
                                               (errno.ENOENT, EXIT_USAGE)])
 def test_os_errors_exit_1_when_a_retry_could_succeed_else_2(number, expected):
+    from lavalamp.models import os_error_exit
+
     code, text = os_error_exit(OSError(number, os.strerror(number), "/x/y"))
     assert code == expected and text == f"/x/y: {os.strerror(number)}"
 
