@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Callable, Sequence
 
 from lavalamp.models import EXIT_USAGE, __version__, os_error_exit
@@ -99,18 +100,44 @@ def _main(argv: list[str], command: str | None) -> int:
 
 def add_check_config(subparsers: argparse._SubParsersAction) -> None:
     """Register `lavalamp check-config`."""
-    p = subparsers.add_parser("check-config", help="validate a config file and exit 0 or 2",
-                              description="Validate a config file exactly as the daemon does at start-up.")
+    p = subparsers.add_parser(
+        "check-config", help="validate a config file (and what run would check) and exit 0 or 2",
+        description="Validate a config file exactly as the daemon does at start-up, then make every "
+                    "check `lavalamp run` makes on this machine: the device exists, the lamp loads "
+                    "and proves it can be shown, the ring buffer fits in memory, the metrics and "
+                    "control addresses can be listened on. --offline checks the file alone (for "
+                    "a config written for another machine).")
     p.add_argument("--config", metavar="PATH", help="config file (default: the built-in defaults)")
+    p.add_argument("--model", metavar="PATH", help="checkpoint run would show (overrides model.path)")
+    p.add_argument("--offline", action="store_true",
+                   help="check only the file, not what needs the target machine (device, model "
+                        "file, addresses)")
     p.set_defaults(func=check_config)
 
 
 def check_config(args: argparse.Namespace) -> int:
-    """Validate the config; print one line saying why it is refused, or that it is fine."""
+    """Validate the config (and, unless --offline, what run checks); one line saying why it is
+    refused, or what was checked."""
     try:
-        load_config(args.config)
-    except ConfigError as exc:
+        config = load_config(args.config)
+        done = [] if args.offline else _check_for_run(config, args.model)
+    except ValueError as exc:  # ConfigError, PreflightError, LampLoadError
         print(f"lavalamp: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"{args.config or 'built-in defaults'}: OK")
+    for line in done:
+        print(f"  {line}")
+    if not args.offline:
+        from .preflight import NOT_CHECKED
+
+        print(f"  not checked: {NOT_CHECKED}")
     return 0
+
+
+def _check_for_run(config, model: str | None) -> list[str]:
+    from lavalamp.models.checkpoint import default_lamp_path
+
+    from .preflight import check_for_run
+
+    chosen = model or config.model.path
+    return check_for_run(config, Path(chosen) if chosen else default_lamp_path())

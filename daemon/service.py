@@ -34,7 +34,7 @@ from .metrics import (RESEED_REASONS, DaemonMetrics, MetricsError, start_http_se
                       stop_http_server)
 from .producer import Producer, fault_from_env
 from .renderer import DisplayLost, HeadlessRenderer, PygameRenderer
-from .ring import RingBuffer
+from .ring import RingBuffer, RingBufferError
 from .schedule import ModelWatch, Schedule
 from .source import FrameSource
 
@@ -266,7 +266,7 @@ class Daemon:
             self._install_signals(stack)
             try:
                 self._start(stack)
-            except (LampLoadError, DeviceError, MetricsError, ControlError) as exc:
+            except (LampLoadError, DeviceError, MetricsError, ControlError, RingBufferError) as exc:
                 log.error("%s", exc)
                 return EXIT_USAGE
             except DisplayLost as exc:  # perhaps not up yet at boot: let the supervisor retry
