@@ -43,6 +43,7 @@ Report (report.json); distances and differences are on the 0..255 pixel scale:
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import logging
@@ -123,8 +124,9 @@ class EvalConfig:
     spread (a single critic's accuracy moves by a few points from seed to seed)."""
 
     def __post_init__(self) -> None:
-        if self.frames < 2 * CLIP_FRAMES:
-            raise ValueError(f"frames must be at least {2 * CLIP_FRAMES}, got {self.frames}")
+        if self.frames < minimum_lengths(1)[0]:
+            raise ValueError(f"frames must be at least {minimum_lengths(1)[0]} (what the critics "
+                             f"need), got {self.frames}")
         if self.skip < 0 or self.min_gap_steps < 1 or self.critic_steps < 0:
             raise ValueError(f"skip >= 0, min_gap_steps >= 1 and critic_steps >= 0 are required: {self}")
         if not 1 <= self.critic_seeds <= MAX_CRITIC_SEEDS:
@@ -142,8 +144,9 @@ def load_reference(path: str | Path, frame_size: int) -> tuple[np.ndarray, float
     reader = open_source(Path(path))
     box = (0, 0, *reader.size)
     frames = np.stack([resize_frame(image, box, frame_size) for image in reader.images()])
-    if len(frames) < 2 * CLIP_FRAMES:
-        raise FootageError(f"{path}: reference has {len(frames)} frames; at least {2 * CLIP_FRAMES} needed")
+    if len(frames) < minimum_lengths(1)[1]:
+        raise FootageError(f"{path}: reference has {len(frames)} frames; at least "
+                           f"{minimum_lengths(1)[1]} needed")
     return frames, reader.fps
 
 
@@ -407,20 +410,43 @@ def _scores(critic: Critic, examples: Examples) -> torch.Tensor:
 
 def critics(generated: np.ndarray, reference: np.ndarray, step: int, config: EvalConfig) -> dict[str, Any]:
     """Frame and clip critics, generated vs reference and reference A vs B (see module docstring)."""
-    gen, ref = critic_frames(generated), critic_frames(reference)
+    pairs = critic_pairs(critic_frames(generated), critic_frames(reference), step)
+    return {name: repeated_critic_test(real, fake, config, seed=config.seed + i)
+            for i, (name, (real, fake)) in enumerate(pairs.items())}
+
+
+def critic_pairs(gen: torch.Tensor, ref: torch.Tensor, step: int) -> dict[str, tuple[Examples, Examples]]:
+    """The (real, fake) example sets of each critic test, from frames (T,...) of each side."""
     one, clip = np.zeros(1, int), np.arange(CLIP_FRAMES)
-    ref_clip_starts = np.arange(len(reference) - step * (CLIP_FRAMES - 1))
+    ref_clip_starts = np.arange(max(0, len(ref) - step * (CLIP_FRAMES - 1)))
     a, b = alternating_blocks(len(ref_clip_starts), BASELINE_BLOCKS)
-    pairs = {
+    return {
         "frames": (Examples(ref, np.arange(len(ref)), one), Examples(gen, np.arange(len(gen)), one)),
         "clips": (Examples(ref, ref_clip_starts, clip * step),
-                  Examples(gen, np.arange(len(gen) - CLIP_FRAMES + 1), clip)),
+                  Examples(gen, np.arange(max(0, len(gen) - CLIP_FRAMES + 1)), clip)),
         "reference_baseline_frames": (Examples(ref, a, one), Examples(ref, b, one)),
         "reference_baseline_clips": (Examples(ref, ref_clip_starts[a], clip * step),
                                      Examples(ref, ref_clip_starts[b], clip * step)),
     }
-    return {name: repeated_critic_test(real, fake, config, seed=config.seed + i)
-            for i, (name, (real, fake)) in enumerate(pairs.items())}
+
+
+@functools.lru_cache(maxsize=64)
+def minimum_lengths(step: int) -> tuple[int, int]:
+    """(generated frames, reference frames) every critic test needs at least, at this lamp-rate
+    step: the shortest lengths for which every test keeps training and held-out examples on both
+    sides after the time-block split (found by trying, so the documented minimum is the real one)."""
+    def usable(gen: int, ref: int) -> bool:
+        placeholder = lambda n: torch.empty((n, 0))  # noqa: E731 - only lengths matter here
+        for real, fake in critic_pairs(placeholder(gen), placeholder(ref), step).values():
+            if not (len(real) and len(fake)) or not all(map(len, held_out_split(real, fake))):
+                return False
+        return True
+
+    plenty = 4 * CRITIC_BLOCKS * (step * CLIP_FRAMES + BASELINE_BLOCKS)
+    gen = next(n for n in range(2 * CLIP_FRAMES, plenty) if usable(n, plenty))
+    ref = next(n for n in range(step * (CLIP_FRAMES - 1) + 2 * BASELINE_BLOCKS, plenty)
+               if usable(plenty, n))
+    return gen, ref
 
 
 def repeated_critic_test(real: Examples, fake: Examples, config: EvalConfig, *, seed: int) -> dict[str, Any]:
@@ -441,7 +467,7 @@ def repeated_critic_test(real: Examples, fake: Examples, config: EvalConfig, *, 
 def check_reference_length(length: int, reference_fps: float, lamp_fps: float) -> int:
     """The lamp-rate step, once the reference is known to be long enough for every metric."""
     step = lamp_rate_step(reference_fps, lamp_fps)
-    needed = step * (CLIP_FRAMES - 1) + 2 * BASELINE_BLOCKS
+    needed = minimum_lengths(step)[1]
     if length < needed:
         raise FootageError(f"reference of {length} frames is too short: at least {needed} at "
                            f"{reference_fps:g} fps are needed for clips of {CLIP_FRAMES} lamp steps")
