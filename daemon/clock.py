@@ -43,6 +43,8 @@ class DisplayClock:
     def hold(self, now: float, position: float) -> None:
         """Set the position at `now` (e.g. back to the newest frame on an underrun)."""
         self._origin, self._origin_position = now, position
+        if self._paused_at is not None:  # a paused clock stays at that position
+            self._paused_at = now
 
     def set_speed(self, now: float, speed: float) -> None:
         """Change the speed from `now` on, continuing from the current position."""

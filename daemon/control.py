@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config import ConfigError, ControlConfig, is_loopback
-from .live import APPLY_TIMEOUT_S, resolve
+from .live import APPLY_TIMEOUT_S, Ticket, resolve
 from .metrics import DaemonMetrics
 
 log = logging.getLogger(__name__)
@@ -140,10 +140,15 @@ class ControlServer:
         return 200, "image/png", self.lamp.snapshot_png()
 
     @staticmethod
-    def _wait(done: threading.Event | None) -> None:
-        if done is not None and not done.wait(APPLY_TIMEOUT_S):
+    def _wait(done: Ticket | None) -> None:
+        if done is None:
+            return
+        if not done.wait(APPLY_TIMEOUT_S):
             raise ApiError(503, f"the lamp did not apply the change within {APPLY_TIMEOUT_S:g} s "
                            "(starting or stopping?); it applies it when it can")
+        if done.error is not None:
+            raise ApiError(500, f"the lamp could not apply the change and kept its settings: "
+                           f"{done.error}")
 
     def authorize(self, request: "Handler", path: str) -> None:
         """Token and origin checks; ApiError 401 or 403. The page itself holds no data."""
@@ -205,7 +210,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
     def _read_body(self) -> bytes:
         """The whole body (so the connection can serve the next request); ApiError 400 or 413."""

@@ -40,6 +40,10 @@ SETTINGS: dict[str, str] = {
 }
 
 
+# Live keys remote control may not set: they name files, and no client may make the lamp read a path.
+NOT_REMOTE = ("model.path",)
+
+
 def field_meta(dotted: str) -> dict | None:
     """The metadata of a config or state field by its dotted key, or None if there is none."""
     section, _, name = dotted.partition(".")
@@ -98,8 +102,17 @@ def resolve(settings: dict[str, Any]) -> dict[str, Any]:
         if not is_live(key):
             raise ConfigError(f"{name}: takes effect only at the next start; change it in the "
                               "config file")
+        if key in NOT_REMOTE:
+            raise ConfigError(f"{name}: names a file, which remote control may not; change it "
+                              "in the config file")
         out[key] = value
     return out
+
+
+class Ticket(threading.Event):
+    """Set once the frame loop has dealt with a change; `error` says why it was refused, if it was."""
+
+    error: str | None = None
 
 
 @dataclass
@@ -109,7 +122,7 @@ class Pending:
     config: Config
     state: LampState
     sources: list[str]
-    done: list[threading.Event]
+    done: list[Ticket]
 
 
 class LiveSettings:
@@ -123,21 +136,21 @@ class LiveSettings:
         self._pending: Pending | None = None
         self._in_flight: Pending | None = None  # taken by the frame loop, not yet applied
 
-    def request(self, changes: dict[str, Any], source: str) -> threading.Event:
+    def request(self, changes: dict[str, Any], source: str) -> Ticket:
         """Queue dotted-key changes (ConfigError if invalid); the event is set once applied."""
         with self._lock:
             base = self._pending or self._in_flight or self
             config, state = merge(base.config, base.state, changes)
             return self._queue(config, state, source)
 
-    def request_config(self, config: Config, source: str) -> threading.Event:
+    def request_config(self, config: Config, source: str) -> Ticket:
         """Queue a whole new (validated) config; the state stays as it is."""
         with self._lock:
             base = self._pending or self._in_flight or self
             return self._queue(config, base.state, source)
 
-    def _queue(self, config: Config, state: LampState, source: str) -> threading.Event:
-        done = threading.Event()
+    def _queue(self, config: Config, state: LampState, source: str) -> Ticket:
+        done = Ticket()
         if self._pending is None:
             self._pending = Pending(config, state, [source], [done])
         else:
@@ -153,13 +166,16 @@ class LiveSettings:
             self._in_flight = pending or self._in_flight
         return pending
 
-    def applied(self, config: Config, state: LampState, pending: Pending) -> None:
-        """Record what now runs and wake whoever asked for it (frame loop)."""
+    def applied(self, config: Config, state: LampState, pending: Pending,
+                error: str | None = None) -> None:
+        """Record what now runs and wake whoever asked for it, telling them if it was refused
+        (frame loop)."""
         with self._lock:
             self.config, self.state = config, state
             if self._in_flight is pending:
                 self._in_flight = None
         for done in pending.done:
+            done.error = error
             done.set()
 
     def settings(self) -> dict[str, Any]:

@@ -27,11 +27,12 @@ from . import notify
 from .cli import EARLY
 from .clock import DisplayClock
 from .colour import ColourTransform
-from .control import ControlError, ControlServer, encode_png
 from .config import Config, ConfigError, load_config, one_line
-from .live import LampState, LiveSettings, Pending, changed_keys, flatten, is_live
+from .control import ControlError, ControlServer, encode_png
+from .live import LampState, LiveSettings, Pending, Ticket, changed_keys, flatten, is_live
 from .metrics import (RESEED_REASONS, DaemonMetrics, MetricsError, start_http_server,
                       stop_http_server)
+from .mqtt import MqttBridge, MqttError
 from .producer import Producer, fault_from_env
 from .renderer import DisplayLost, HeadlessRenderer, PygameRenderer
 from .ring import RingBuffer, RingBufferError
@@ -121,6 +122,16 @@ def setup_logging(level: str) -> None:
     root.addHandler(JournalHandler(SYSLOG_IDENTIFIER="lavalamp"))
 
 
+def package_version() -> str:
+    """The installed version of neural-lavalamp ('' when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("neural-lavalamp")
+    except PackageNotFoundError:
+        return ""
+
+
 def _finite(x: float) -> float | None:
     """A number for JSON: None for NaN and infinities."""
     return float(x) if np.isfinite(x) else None
@@ -181,7 +192,7 @@ class Daemon:
         """The config the daemon runs with now (live changes included)."""
         return self.live.config
 
-    def command(self, name: str, source: str) -> threading.Event | None:
+    def command(self, name: str, source: str) -> Ticket | None:
         """Carry out one of `commands` (any thread): it only makes requests; the event, if any,
         is set once the frame loop has applied it."""
         return self.commands[name](source)
@@ -189,7 +200,7 @@ class Daemon:
     def _reseed(self, source: str) -> None:
         self.source.request_reseed("manual" if source == "keyboard" else "remote")
 
-    def _set_paused(self, paused: bool, source: str) -> threading.Event:
+    def _set_paused(self, paused: bool, source: str) -> Ticket:
         return self.live.request({"state.paused": paused}, source)
 
     def status(self) -> dict:
@@ -202,7 +213,7 @@ class Daemon:
         return {
             "lamp": {"name": lamp.name, "frame_size": self.source.frame_size,
                      "latent_size": lamp.latent_size, "lamp_fps": lamp.data.lamp_fps},
-            "seed": self.source.dream.seed,
+            "seed": str(self.source.dream.seed),  # 63 bits: JavaScript and jq would round a number
             "uptime_s": round(time.monotonic() - self.started, 3),
             "display_fps": round(self.display_fps, 2),
             "generation_fps": round(self.producer.generation_fps, 2),
@@ -266,7 +277,8 @@ class Daemon:
             self._install_signals(stack)
             try:
                 self._start(stack)
-            except (LampLoadError, DeviceError, MetricsError, ControlError, RingBufferError) as exc:
+            except (LampLoadError, DeviceError, MetricsError, ControlError, MqttError,
+                    RingBufferError) as exc:
                 log.error("%s", exc)
                 return EXIT_USAGE
             except DisplayLost as exc:  # perhaps not up yet at boot: let the supervisor retry
@@ -334,6 +346,11 @@ class Daemon:
             self.control = ControlServer(lamp=self, config=c.control, metrics=self.metrics)
             self.control.start()
             stack.callback(self.control.stop)
+        if c.mqtt.enabled:
+            self.mqtt = MqttBridge(lamp=self, config=c.mqtt, metrics=self.metrics,
+                                   version=package_version())
+            self.mqtt.start()
+            stack.callback(self.mqtt.stop)
 
     def _stop_producer(self) -> None:
         hung = self._producer_hung_for() is not None
@@ -403,8 +420,8 @@ class Daemon:
         """A change that failed half-way: put back what was applied, log one line, run on."""
         what = "config reload" if "sighup" in pending.sources else \
             f"change from {'+'.join(pending.sources)}"
-        log.error("%s refused: %s; keeping the running config", what,
-                  one_line(f"{type(exc).__name__}: {exc}"))
+        why = one_line(f"{type(exc).__name__}: {exc}")
+        log.error("%s refused: %s; keeping the running config", what, why)
         if "sighup" in pending.sources:
             self.metrics.config_reloads.labels("refused").inc()
         try:
@@ -413,7 +430,7 @@ class Daemon:
         except Exception as again:  # noqa: BLE001
             log.error("could not put the running config back: %s",
                       one_line(f"{type(again).__name__}: {again}"))
-        self.live.applied(old, self.live.state, pending)
+        self.live.applied(old, self.live.state, pending, error=why)
 
     def _refuse_reload(self, exc: ConfigError) -> None:
         log.error("config reload refused: %s; keeping the running config", exc)

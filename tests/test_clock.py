@@ -39,3 +39,12 @@ def test_hold_and_speed_change_continue_from_where_it_was():
 def test_bad_rates_are_refused():
     with pytest.raises(ValueError):
         DisplayClock(lamp_fps=0.0)
+
+
+def test_a_speed_change_while_paused_keeps_the_position():
+    clock = DisplayClock(lamp_fps=5.0, now=0.0)
+    clock.pause(10.0)  # position 50
+    clock.set_speed(30.0, 2.5)  # remote control while the display is off
+    assert clock.position(40.0) == 50.0
+    clock.resume(60.0)
+    assert clock.position(61.0) == 50.0 + 12.5

@@ -69,7 +69,7 @@ def test_status_tells_what_the_lamp_is_doing(tmp_path, lamp_path):
     status, st = drive(d, check)
     assert status == 200
     assert st["lamp"] == {"name": "api-lamp", "frame_size": 128, "latent_size": 8, "lamp_fps": 5.0}
-    assert st["seed"] == d.source.dream.seed and st["uptime_s"] > 0
+    assert st["seed"] == str(d.source.dream.seed) and st["uptime_s"] > 0
     assert st["display_fps"] > 0 and st["generation_fps"] > 0
     assert 0 <= st["ring"]["frames"] <= st["ring"]["capacity"] == 64
     for name in SETTINGS:
@@ -140,6 +140,7 @@ def test_commands_reseed_pause_and_resume(tmp_path, lamp_path):
     (b'{"temperature": true}', "model.temperature: expected a number in 0.05..3, got True"),
     (b'{"colour": 3}', "colour: unknown setting"),
     (b'{"metrics.port": 80}', "metrics.port: takes effect only at the next start"),
+    (b'{"model.path": "/etc/shadow"}', "model.path: names a file, which remote control may not"),
     (b'{"brightness": 0.5, "hue_degrees": 999}', "display.hue_degrees: expected a number in"),
 ])
 def test_bad_settings_are_400_with_the_config_files_message(tmp_path, lamp_path, body, message):
@@ -164,7 +165,7 @@ def test_wrong_method_unknown_path_and_huge_bodies(tmp_path, lamp_path):
 
     def check(d):
         assert serving(d, port)
-        return (call(port, "GET", "/api/reseed"), call(port, "DELETE", "/api/settings"),
+        return (call(port, "GET", "/api/reseed"), call(port, "OPTIONS", "/api/settings"),
                 call(port, "GET", "/api/nothing"), call(port, "GET", "/etc/passwd"),
                 call(port, "PATCH", "/api/settings", b"{" + b" " * 70000 + b"}"))
 
@@ -321,3 +322,23 @@ def test_the_page_is_served_whole_and_its_sliders_match_the_config(tmp_path, lam
     assert set(page.inputs) == {"brightness", "speed", "temperature", "hue_degrees", "saturation"}
     for name, (lo, hi) in page.inputs.items():
         assert (lo, hi) == tuple(field_meta(SETTINGS[name])["range"]), name
+
+
+def test_a_change_the_lamp_cannot_apply_is_a_500_and_changes_nothing(tmp_path, lamp_path,
+                                                                     monkeypatch):
+    from lavalamp.daemon import renderer
+
+    def refuse(self, display):
+        if display.scaling == "fill":
+            raise RuntimeError("the display cannot do that")
+
+    monkeypatch.setattr(renderer.HeadlessRenderer, "apply", refuse)
+    d, port = daemon(tmp_path, lamp_path)
+
+    def check(d):
+        assert serving(d, port)
+        return call_json(port, "PATCH", "/api/settings", {"display.scaling": "fill", "speed": 3})
+
+    status, answer = drive(d, check)
+    assert status == 500 and "RuntimeError: the display cannot do that" in answer["error"]
+    assert d.config.display.scaling == "fit" and d.config.display.speed == 1.0

@@ -70,10 +70,17 @@ def test_dashboard_and_rules_read_the_metrics_the_panels_promise():
     for name in ("lavalamp_display_frames_per_second", "lavalamp_frame_seconds_bucket",
                  "lavalamp_ring_buffer_frames", "lavalamp_ring_buffer_underruns_total",
                  "lavalamp_latent_mean", "lavalamp_latent_reference", "lavalamp_reseeds_total",
-                 "process_cpu_seconds_total", "process_resident_memory_bytes", "lavalamp_display_on"):
+                 "process_cpu_seconds_total", "process_resident_memory_bytes", "lavalamp_display_on",
+                 "lavalamp_display_speed_ratio", "lavalamp_model_temperature_ratio",
+                 "lavalamp_display_hue_degrees", "lavalamp_display_saturation_ratio",
+                 "lavalamp_display_paused", "lavalamp_live_changes_total",
+                 "lavalamp_control_requests_total", "lavalamp_mqtt_connected",
+                 "lavalamp_mqtt_disconnects_total"):
         assert "dashboard" in used.get(name, set()), name
     for name in ("up", "lavalamp_display_scheduled_on", "lavalamp_latent_reference_distance",
-                 "lavalamp_ring_buffer_underruns_total", "lavalamp_reseeds_total"):
+                 "lavalamp_ring_buffer_underruns_total", "lavalamp_reseeds_total",
+                 "lavalamp_mqtt_connected", "lavalamp_mqtt_enabled",
+                 "lavalamp_control_requests_total"):
         assert "rules" in used.get(name, set()), name
 
 

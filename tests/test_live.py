@@ -97,7 +97,8 @@ def test_remote_names_resolve_to_live_keys_only():
     assert all(is_live(key) for key in SETTINGS.values())
     for name, message in (("metrics.port", "takes effect only at the next start"),
                           ("colour", "unknown setting"), ("state.dimmed", "unknown setting"),
-                          ("display.nope", "unknown setting")):
+                          ("display.nope", "unknown setting"),
+                          ("model.path", "names a file, which remote control may not")):
         with pytest.raises(ConfigError, match=message):
             resolve({name: 1})
 
@@ -257,6 +258,7 @@ def test_display_state_from_remote_and_keyboard_takes_the_same_path(tmp_path, la
     r = d.metrics.registry
     assert metric(r, "lavalamp_live_changes_total", {"source": "keyboard"}) == 1
     assert metric(r, "lavalamp_live_changes_total", {"source": "mqtt"}) == 2
+    assert metric(r, "lavalamp_live_changes_total", {"source": "schedule"}) == 1  # its word at start
 
 
 def test_every_live_key_is_applied_and_every_restart_key_kept(tmp_path, lamp_path, caplog):

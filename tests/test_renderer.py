@@ -73,6 +73,21 @@ def test_cross_fade_and_dimming_reach_the_screen(window):
     assert abs(int(pygame.surfarray.array3d(window.screen)[160, 120, 0]) - 120) <= 3
 
 
+def test_the_colour_transform_reaches_the_screen_and_the_snapshot(window):
+    import pygame
+
+    from lavalamp.daemon.colour import ColourTransform
+
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 200
+    window.draw(red, 0, None, 1, 0.0, 1.0, ColourTransform(hue_degrees=120))
+    r, g, b = (int(v) for v in pygame.surfarray.array3d(window.screen)[160, 120])
+    assert g > r + 40 and g > b  # a third of a turn: red shows green
+    assert np.array_equal(window.last_frame[32, 32], [r, g, b]) and not window.blanked
+    window.blank()
+    assert window.blanked
+
+
 def test_keys_become_commands_and_quit_keys_can_be_disabled(window):
     import pygame
 
