@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lavalamp.models import one_line
 from lavalamp.models.checkpoint import Lamp
 from lavalamp.models.dream import Dream, NonFiniteFrames, check_frames, frames_to_uint8
 
@@ -64,10 +65,12 @@ class FrameSource:
         return (self.frame_size, self.frame_size, 3)
 
     def _install(self, lamp: Lamp, seed: int | None) -> None:
-        self.lamp = lamp
-        self.dream = Dream(lamp, temperature=self.temperature, seed=seed)
-        self.guard = DriftGuard(config=self._guard_config, reference=lamp.reference,
-                                lamp_fps=lamp.data.lamp_fps, latent_size=lamp.latent_size)
+        """Make `lamp` the one dreamed: all its parts built first, then installed together, so a
+        lamp that fails half-way leaves the running one whole."""
+        dream = Dream(lamp, temperature=self.temperature, seed=seed)
+        guard = DriftGuard(config=self._guard_config, reference=lamp.reference,
+                           lamp_fps=lamp.data.lamp_fps, latent_size=lamp.latent_size)
+        self.lamp, self.dream, self.guard = lamp, dream, guard
         self.metrics.set_reference(lamp.reference)
         self.metrics.model_info.info({
             "name": lamp.name, "frame_size": str(lamp.frame_size),
@@ -133,11 +136,20 @@ class FrameSource:
             self.guard = DriftGuard(config=guard, reference=self.lamp.reference,
                                     lamp_fps=self.lamp.data.lamp_fps, latent_size=self.lamp.latent_size)
         if lamp is not None:
-            self._install(lamp, self._next_seed())
-            self._last_raw = None
-            self._start_fade()
+            self._swap(lamp)
         elif reseed is not None:
             self.reseed(*reseed)
+
+    def _swap(self, lamp: Lamp) -> None:
+        try:
+            self._install(lamp, self._next_seed())
+        except Exception as exc:  # noqa: BLE001 - the running lamp stays, whole
+            log.error("new checkpoint refused: %s; the current lamp keeps running",
+                      one_line(f"{type(exc).__name__}: {exc}"))
+            self.metrics.model_swaps.labels("refused").inc()
+            return
+        self._last_raw = None
+        self._start_fade()
 
     def next_batch(self, n: int) -> np.ndarray:
         """The next n frames (n,S,S,3) uint8, guarded and cross-faded."""
