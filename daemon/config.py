@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import reprlib
 import stat
 import types
@@ -34,11 +35,50 @@ class ConfigError(ValueError):
 
 
 def opt(default: Any, doc: str, *, range: tuple[float, float] | None = None,
-        choices: tuple[str, ...] | None = None, live: bool = False) -> Any:
-    """A config field with its documentation, its allowed values and whether a running daemon
-    applies a change of it in place (live) or only at its next start."""
+        choices: tuple[str, ...] | None = None, live: bool = False,
+        parse: typing.Callable[[str, Any], Any] | None = None) -> Any:
+    """A config field with its documentation, its allowed values (or its own `parse(key, value)`)
+    and whether a running daemon applies a change of it in place (live) or only at its next start."""
     return field(default=default, metadata={"doc": doc, "range": range, "choices": choices,
-                                            "live": live})
+                                            "live": live, "parse": parse})
+
+
+SCREEN_CHOICES = ("primary", "all")
+MAX_LAMPS = 1000
+LAMP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+def _screens(key: str, value: Any) -> str | tuple[int, ...]:
+    """display.screens: 'primary', 'all' or a non-empty list of distinct monitor indexes."""
+    if value in SCREEN_CHOICES:
+        return value
+    ok = isinstance(value, (list, tuple)) and value and all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= 16 for i in value)
+    if not ok or len(set(value)) != len(value):
+        shown = list(value) if isinstance(value, tuple) else value
+        raise ConfigError(f"{key}: expected 'primary', 'all' or a list of distinct monitor "
+                          f"indexes in 0..16 (e.g. [0, 1]), got {_show(shown)}")
+    return tuple(value)
+
+
+def lamp_name_problem(name: Any) -> str | None:
+    """Why `name` is not a lamp name of the library (a file name without its folder), or None."""
+    if not isinstance(name, str) or not LAMP_NAME.fullmatch(name):
+        return (f"{_show(name)} is not a lamp name (letters, digits and _.+- only, the file "
+                "name in model.library without .safetensors)")
+    return None
+
+
+def _lamp_names(key: str, value: Any) -> tuple[str, ...]:
+    """playlist.lamps: a list of lamp names from the library."""
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_LAMPS:  # tuple: changed live
+        raise ConfigError(f"{key}: expected a list of at most {MAX_LAMPS} lamp names, got "
+                          f"{_show(value)}")
+    for name in value:
+        problem = lamp_name_problem(name)
+        if problem:
+            raise ConfigError(f"{key}: {problem}")
+    return tuple(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +96,9 @@ class ModelConfig:
                              range=(0.05, 3.0), live=True)
     seed: int | None = opt(None, "seed of the first dream; null = a fresh random seed each start",
                            range=(0, 2**63 - 1), live=True)
+    library: str | None = opt(None, "folder of lamp checkpoints (NAME.safetensors) that the "
+                              "playlist and the control surfaces choose lamps from by NAME; "
+                              "null = no library", live=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +106,15 @@ class DisplayConfig:
     """The window and how the lamp is drawn into it."""
 
     fullscreen: bool = opt(True, "fullscreen (true) or a window (false)", live=True)
-    display: int = opt(0, "index of the monitor to use (0 = primary)", range=(0, 16), live=True)
+    display: int = opt(0, "index of the monitor to use when screens is primary (0 = primary)",
+                       range=(0, 16), live=True)
+    screens: str | tuple[int, ...] = opt("primary", "monitors to show the lamp on: primary = "
+                                         "the one monitor named by display, all = every "
+                                         "monitor, or a list of monitor indexes like [0, 1]",
+                                         parse=_screens)
+    multi: str = opt("independent", "with several monitors: independent = each monitor its own "
+                     "dream of the lamp (own seed), clone = one dream shown on every monitor",
+                     choices=("independent", "clone"))
     width: int = opt(0, "window or fullscreen width in pixels; 0 = the desktop size",
                      range=(0, 16384), live=True)
     height: int = opt(0, "window or fullscreen height in pixels; 0 = the desktop size",
@@ -89,6 +140,11 @@ class DisplayConfig:
                             "2 = twice as vivid)", range=(0, 2), live=True)
     hide_cursor: bool = opt(True, "hide the mouse cursor over the lamp", live=True)
     quit_keys: bool = opt(True, "Esc and q quit; set false on kiosks", live=True)
+    pixel_shift_px: int = opt(0, "burn-in care for OLED and plasma screens: the picture orbits "
+                              "this many pixels around its place; 0 = off", range=(0, 64),
+                              live=True)
+    pixel_shift_period_s: float = opt(600.0, "seconds the picture takes for one orbit of "
+                                      "pixel_shift_px", range=(10, 86400), live=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,6 +256,21 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlaylistConfig:
+    """Lamps from model.library shown in turn, each change a cross-fade."""
+
+    lamps: tuple[str, ...] = opt((), "lamp names from model.library to show in turn; empty = "
+                                 "no playlist (model.path is shown)", parse=_lamp_names,
+                                 live=True)
+    order: str = opt("sequential", "sequential = in the order listed, shuffle = a fresh random "
+                     "order each round", choices=("sequential", "shuffle"), live=True)
+    every_s: float | None = opt(None, "seconds each lamp is shown; null = use change",
+                                range=(10, 31_536_000), live=True)
+    change: str | None = opt(None, "crontab line moving on to the next lamp (as in schedule:, "
+                             "in schedule.timezone); null = use every_s", live=True)
+
+
+@dataclass(frozen=True, kw_only=True)
 class LoggingConfig:
     """Where the log goes and how much of it."""
 
@@ -216,6 +287,7 @@ class Config:
     guard: GuardConfig = field(default_factory=GuardConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    playlist: PlaylistConfig = field(default_factory=PlaylistConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -314,8 +386,27 @@ def parse_config(data: Any) -> Config:
         raise ConfigError(f"expected a mapping of sections at the top level, got {_show(data)}")
     config = _build(Config, data, "")
     _check_schedule(config.schedule)
+    _check_playlist(config)
     _check_remote(config.control, config.mqtt)
     return config
+
+
+def _check_playlist(config: Config) -> None:
+    """A playlist needs a library and exactly one of every_s and change."""
+    p = config.playlist
+    if not p.lamps:
+        if p.every_s is not None or p.change is not None:
+            raise ConfigError("playlist.every_s / playlist.change are set but playlist.lamps is "
+                              "empty: name the lamps to show")
+        return
+    if config.model.library is None:
+        raise ConfigError("playlist.lamps is set but model.library is not: the names need the "
+                          "folder they are in")
+    if (p.every_s is None) == (p.change is None):
+        raise ConfigError("playlist: set exactly one of every_s (seconds per lamp) and change "
+                          f"(a crontab line), got {'both' if p.every_s is not None else 'neither'}")
+    if p.change is not None:
+        _check_crontab("playlist.change", p.change, config.schedule.timezone)
 
 
 def is_loopback(host: str) -> bool:
@@ -379,6 +470,18 @@ def _check_schedule(schedule: ScheduleConfig) -> None:
                               "never come back")
 
 
+def _check_crontab(key: str, line: str, timezone: str | None) -> None:
+    from zoneinfo import ZoneInfo
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(line, timezone=ZoneInfo(timezone) if timezone else None)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: invalid crontab line {line!r} (expected "
+                          f"'minute hour day month day-of-week'): {exc}") from None
+
+
 def _build(cls: type, data: dict, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -397,6 +500,8 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected a mapping of keys, got {_show(value)}")
             values[name] = _build(kind, value, f"{key}.")
+        elif f.metadata.get("parse"):
+            values[name] = f.metadata["parse"](key, value)
         else:
             values[name] = _check(key, value, kind, f.metadata)
     return cls(**values)

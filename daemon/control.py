@@ -99,7 +99,8 @@ class ControlServer:
         routes = {("GET", "/"): self.get_page, ("GET", "/api/status"): self.get_status,
                   ("GET", "/api/settings"): self.get_settings,
                   ("PATCH", "/api/settings"): self.patch_settings,
-                  ("GET", "/api/snapshot.png"): self.get_snapshot}
+                  ("GET", "/api/snapshot.png"): self.get_snapshot,
+                  ("GET", "/api/lamps"): self.get_lamps, ("POST", "/api/lamp"): self.post_lamp}
         for name in self.lamp.commands:
             routes[("POST", f"/api/{name}")] = lambda request, name=name: self.post_command(name)
         if (method, path) in routes:
@@ -109,7 +110,7 @@ class ControlServer:
             raise ApiError(405, f"{method} is not allowed on {path} (allowed: {', '.join(allowed)})",
                            {"Allow": ", ".join(allowed)})
         raise ApiError(404, f"no such path: {path} (the API lives under /api/: status, settings, "
-                       f"snapshot.png, {', '.join(self.lamp.commands)})")
+                       f"snapshot.png, lamps, lamp, {', '.join(self.lamp.commands)})")
 
     def get_page(self, request: "Handler"):
         return 200, "text/html; charset=utf-8", self.page
@@ -133,8 +134,30 @@ class ControlServer:
         return json_reply(200, self.lamp.live.settings())
 
     def post_command(self, name: str):
-        self._wait(self.lamp.command(name, "http"))
+        try:
+            self._wait(self.lamp.command(name, "http"))
+        except ValueError as exc:  # e.g. next_lamp without a playlist
+            raise ApiError(400, str(exc)) from None
         return json_reply(200, {"done": name})
+
+    def get_lamps(self, request: "Handler"):
+        try:
+            return json_reply(200, {"lamps": self.lamp.lamp_names()})
+        except ValueError as exc:
+            raise ApiError(404, str(exc)) from None
+
+    def post_lamp(self, request: "Handler"):
+        """{"name": NAME}: cross-fade to that lamp of the library (a name, never a path)."""
+        body = request.json_body()
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str):
+            raise ApiError(400, 'expected a JSON object naming a lamp of the library, e.g. '
+                           '{"name": "classic"}')
+        try:
+            self.lamp.choose_lamp(name)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        return json_reply(200, {"lamp": name})
 
     def get_snapshot(self, request: "Handler"):
         return 200, "image/png", self.lamp.snapshot_png()

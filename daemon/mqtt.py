@@ -90,6 +90,12 @@ def discovery(topics: Topics, lamp_name: str, version: str) -> dict[str, dict]:
     out[t.config("button", "new_dream")] = {
         "name": "New dream", "unique_id": f"{node}_new_dream", "command_topic": t.command("reseed"),
         "payload_press": "PRESS", "icon": "mdi:shuffle-variant"}
+    out[t.config("button", "next_lamp")] = {
+        "name": "Next lamp", "unique_id": f"{node}_next_lamp",
+        "command_topic": t.command("next_lamp"), "payload_press": "PRESS", "icon": "mdi:skip-next"}
+    out[t.config("text", "lamp")] = {  # a lamp of model.library by name, never a path
+        "name": "Lamp", "unique_id": f"{node}_lamp_name", "command_topic": t.command("lamp"),
+        "pattern": r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", "icon": "mdi:lava-lamp"}
     out[t.config("switch", "paused")] = {
         "name": "Pause", "unique_id": f"{node}_paused", "command_topic": t.command("paused"),
         "state_topic": t.state("paused"), "payload_on": "ON", "payload_off": "OFF",
@@ -165,6 +171,8 @@ class MqttBridge:
             t.command("paused"): lambda p: request({"state.paused": on_off(p)}),
             t.command("brightness"): lambda p: request({SETTINGS["brightness"]: number(p) / 100}),
             t.command("reseed"): lambda p: self.lamp.command("reseed", "mqtt"),
+            t.command("next_lamp"): lambda p: self.lamp.command("next_lamp", "mqtt"),
+            t.command("lamp"): lambda p: self.lamp.choose_lamp(p.strip()),
         }
         for name in NUMBERS:
             handlers[t.command(name)] = lambda p, key=SETTINGS[name]: request({key: number(p)})

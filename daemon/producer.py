@@ -8,7 +8,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -65,13 +65,16 @@ class Producer:
     """
 
     def __init__(self, *, source: FrameSource, ring: RingBuffer, metrics: DaemonMetrics,
-                 config: BufferConfig, torch_threads: int = 1, fault: Fault | None = None) -> None:
+                 config: BufferConfig, torch_threads: int = 1, fault: Fault | None = None,
+                 name: str = "producer",
+                 on_load: Callable[[Path, Lamp | None], None] | None = None) -> None:
         self.source = source
         self.ring = ring
         self.metrics = metrics
         self.config = config
         self.torch_threads = torch_threads
         self.fault = fault
+        self.on_load = on_load  # (path, the lamp or None if refused) after each load, this thread
         self.failed = threading.Event()
         self.failure = ""
         self.generation_fps = 0.0  # frames decoded per second of working time, latest batch
@@ -81,13 +84,22 @@ class Producer:
         self._crashes: deque[float] = deque()
         self._load_request: tuple[Path, torch.device] | None = None
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="producer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         """Start the thread."""
         self._started = time.monotonic()
         self._next_crash = self._started + (self.fault.after_s if self.fault else 0.0)
         self._thread.start()
+
+    @property
+    def name(self) -> str:
+        """The thread's name."""
+        return self._thread.name
+
+    def request_stop(self) -> None:
+        """Ask the thread to stop, without waiting."""
+        self._stop.set()
 
     def stop(self, timeout: float = 1.0) -> bool:
         """Ask the thread to stop and wait up to `timeout` s; False if it lingers."""
@@ -187,8 +199,12 @@ class Producer:
             reason = str(exc) if isinstance(exc, LampLoadError) else f"{type(exc).__name__}: {exc}"
             log.error("new checkpoint refused: %s; the current lamp keeps running", one_line(reason))
             self.metrics.model_swaps.labels("refused").inc()
+            if self.on_load:
+                self.on_load(path, None)
             return
         log.info("new checkpoint %s (%r) accepted: cross-fading it in", path, lamp.name)
         self.source.request_swap(lamp)
         self.metrics.model_swaps.labels("loaded").inc()
+        if self.on_load:
+            self.on_load(path, lamp)
 

@@ -79,6 +79,7 @@ class Schedule:
         self._on_reseed = on_reseed
         self._on_model_change = on_model_change
         self._model_path = model_path
+        self._playlist_job: tuple[IntervalTrigger | CronTrigger, Callable[[], None]] | None = None
         self._scheduler = BackgroundScheduler(timezone=ZoneInfo(config.timezone) if config.timezone
                                               else None)
         self.configure(config)
@@ -106,9 +107,30 @@ class Schedule:
             watch = ModelWatch(self._model_path)
             self._scheduler.add_job(lambda: watch.changed() and self._on_model_change(),
                                     IntervalTrigger(seconds=config.watch_model_s), id="watch_model")
+        if self._playlist_job is not None:
+            self._add_playlist_job()
         log.info("schedule: display %s, %s, %d job(s)", "on" if display_on else "off",
                  "dimmed" if dimmed else "not dimmed", len(self._scheduler.get_jobs()))
         self._on_state({"state.display_on": display_on, "state.dimmed": dimmed})
+
+    def set_playlist(self, every_s: float | None, change: str | None,
+                     on_next_lamp: Callable[[], None] | None) -> None:
+        """Move on to the next lamp every `every_s` seconds or at the crontab line `change`
+        (in the schedule's time zone); both None (or no callback): no playlist job."""
+        if on_next_lamp is None or (every_s is None and change is None):
+            self._playlist_job = None
+        else:
+            trigger = IntervalTrigger(seconds=every_s) if every_s is not None else \
+                cron(change, self.config.timezone)
+            self._playlist_job = (trigger, on_next_lamp)
+        if self._scheduler.get_job("next_lamp"):
+            self._scheduler.remove_job("next_lamp")
+        if self._playlist_job is not None:
+            self._add_playlist_job()
+
+    def _add_playlist_job(self) -> None:
+        trigger, action = self._playlist_job
+        self._scheduler.add_job(action, trigger, id="next_lamp", name="next_lamp")
 
     def _set(self, name: str, value: bool) -> None:
         log.info("schedule: %s %s", name, value)

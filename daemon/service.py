@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,12 +30,14 @@ from .clock import DisplayClock
 from .colour import ColourTransform
 from .config import Config, ConfigError, load_config, one_line
 from .control import ControlError, ControlServer, encode_png
+from .library import lamp_names
 from .live import LampState, LiveSettings, Pending, Ticket, changed_keys, flatten, is_live
-from .metrics import (RESEED_REASONS, DaemonMetrics, MetricsError, start_http_server,
-                      stop_http_server)
+from .metrics import (RESEED_REASONS, DaemonMetrics, MetricsError, ScreenMetrics,
+                      start_http_server, stop_http_server)
 from .mqtt import MqttBridge, MqttError
+from .playlist import Playlist
 from .producer import Producer, fault_from_env
-from .renderer import DisplayLost, HeadlessRenderer, PygameRenderer
+from .renderer import DisplayLost, HeadlessRenderer, PygameRenderer, WindowsRenderer
 from .ring import RingBuffer, RingBufferError
 from .schedule import ModelWatch, Schedule
 from .source import FrameSource
@@ -47,6 +50,9 @@ STATUS_EVERY_S = 2.0
 OFF_POLL_S = 0.1  # frame-loop period while the screen is blanked or paused
 FPS_SMOOTHING = 0.05
 PRODUCER_JOIN_S = 0.8  # SIGTERM must end the process within 2 s, even with a hung producer
+# how long a producer thread may hold the GIL while the frame loop waits for it: Python's 5 ms
+# default made frame gaps of 40-60 ms while a new lamp loads (benchmarks/bench_screens.py)
+GIL_SWITCH_S = 0.001
 # display settings the frame loop reads itself; a change of any other display key goes to the renderer
 FRAME_LOOP_DISPLAY_KEYS = ("display.brightness", "display.hue_degrees", "display.saturation",
                            "display.fps", "display.speed")
@@ -145,15 +151,47 @@ def dump_stacks() -> None:
         log.warning("stack of thread %s (%s):\n%s", names.get(ident, "?"), ident, stack)
 
 
+def first_screen(display) -> str:
+    """The `screen` label of the first screen display.screens names (before any is opened)."""
+    if display.screens == "primary":
+        return str(display.display)
+    return "0" if display.screens == "all" else str(display.screens[0])
+
+
+def make_playlist(config: Config) -> Playlist | None:
+    """The configured playlist, or None."""
+    if not config.playlist.lamps:
+        return None
+    return Playlist(config=config.playlist, library=config.model.library)
+
+
+@dataclass
+class Lane:
+    """One dream: its frame source, ring buffer, producer and clock, and the screens showing it."""
+
+    label: str  # the `screen` label of its metrics: its first screen's
+    screens: list[str]
+    metrics: ScreenMetrics
+    source: FrameSource
+    ring: RingBuffer
+    producer: Producer
+    clock: DisplayClock | None = None
+    in_underrun: bool = False
+    lost: set[str] = field(default_factory=set)  # its screens whose monitor went away
+
+    @property
+    def live(self) -> bool:
+        """Whether any of its screens is there to show it."""
+        return len(self.lost) < len(self.screens)
+
+
 @dataclass
 class LoopState:
     """What the frame loop keeps from one frame to the next."""
 
     watchdog_s: float | None
-    clock: DisplayClock | None = None
     displayed: int = 0
     ready: bool = False
-    in_underrun: bool = False
     fps: float = 0.0
     last_shown: float = 0.0
     next_tick: float = 0.0
@@ -174,7 +212,11 @@ class Daemon:
         self.headless = headless
         self.windowed = windowed
         self.max_frames = max_frames
-        self.metrics = DaemonMetrics(registry or CollectorRegistry())
+        self.metrics = DaemonMetrics(registry or CollectorRegistry(),
+                                     screen=first_screen(config.display))
+        self.lanes: list[Lane] = []
+        self.screen_metrics: dict[str, ScreenMetrics] = {}
+        self.playlist: Playlist | None = None
         self.started = time.monotonic()
         self._stop_reason: str | None = None
         self._reload = False
@@ -185,7 +227,8 @@ class Daemon:
         self.display_fps = 0.0
         self.listeners: list = []  # called with no arguments after each applied change (frame loop)
         self.commands = {"reseed": self._reseed, "pause": lambda source: self._set_paused(True, source),
-                         "resume": lambda source: self._set_paused(False, source)}
+                         "resume": lambda source: self._set_paused(False, source),
+                         "next_lamp": lambda source: self.next_lamp()}
 
     @property
     def config(self) -> Config:
@@ -198,7 +241,7 @@ class Daemon:
         return self.commands[name](source)
 
     def _reseed(self, source: str) -> None:
-        self.source.request_reseed("manual" if source == "keyboard" else "remote")
+        self._reseed_all("manual" if source == "keyboard" else "remote")
 
     def _set_paused(self, paused: bool, source: str) -> Ticket:
         return self.live.request({"state.paused": paused}, source)
@@ -206,9 +249,7 @@ class Daemon:
     def status(self) -> dict:
         """What the lamp is doing now, for remote control (any thread: reads snapshots only)."""
         lamp, state, guard = self.source.lamp, self.live.state, self.source.guard
-        reg = self.metrics.registry
-        reseeds = {r: int(reg.get_sample_value("lavalamp_reseeds_total", {"reason": r}) or 0)
-                   for r in RESEED_REASONS}
+        reseeds = {r: self._count("lavalamp_reseeds_total", reason=r) for r in RESEED_REASONS}
         last = self.source.last_reseed
         return {
             "lamp": {"name": lamp.name, "frame_size": self.source.frame_size,
@@ -223,13 +264,22 @@ class Daemon:
             **self.live.settings(),
             "guard": {**{k: _finite(v) for k, v in guard.stats._asdict().items()},
                       "distance": _finite(guard.distance),
-                      "renormalizations": int(reg.get_sample_value(
-                          "lavalamp_renormalizations_total") or 0),
+                      "renormalizations": self._count("lavalamp_renormalizations_total"),
                       "reseeds": reseeds, "reseeds_total": sum(reseeds.values())},
             "last_reseed": None if last is None else {
                 "reason": last[0], "at": datetime.fromtimestamp(last[1], timezone.utc).isoformat(
                     timespec="seconds")},
+            "screens": [label for lane in self.lanes for label in lane.screens
+                        if label not in lane.lost],
+            "playlist": None if self.playlist is None else {
+                "lamp": self.playlist.current, "lamps": list(self.playlist.config.lamps)},
         }
+
+    def _count(self, name: str, **labels: str) -> int:
+        """A counter summed over every dream's `screen` series."""
+        reg = self.metrics.registry
+        return int(sum(reg.get_sample_value(name, {**labels, "screen": lane.label}) or 0
+                       for lane in self.lanes))
 
     def snapshot_png(self) -> bytes:
         """The small frame on screen now as PNG (black while the display is off; any thread)."""
@@ -239,14 +289,28 @@ class Daemon:
         return encode_png(np.array(frame, copy=True))
 
     def model_path(self) -> Path:
-        """The checkpoint to show: --model, else model.path, else the shipped lamp."""
+        """The checkpoint to show: the playlist's lamp, else --model, else model.path, else the
+        shipped lamp."""
+        if self.playlist is not None:
+            return self.playlist.path()
         chosen = self.model_arg or self.config.model.path
         return Path(chosen) if chosen else default_lamp_path()
 
+    # the first dream's parts: all that a single-screen daemon has
+    @property
+    def source(self) -> FrameSource:
+        return self.lanes[0].source
+
+    @property
+    def ring(self) -> RingBuffer:
+        return self.lanes[0].ring
+
+    @property
+    def producer(self) -> Producer:
+        return self.lanes[0].producer
+
     def display_config(self, config: Config):
         """The display section with --windowed applied."""
-        import dataclasses
-
         return dataclasses.replace(config.display, fullscreen=False) if self.windowed \
             else config.display
 
@@ -273,6 +337,7 @@ class Daemon:
 
     def run(self) -> int:
         """Run until stopped; EXIT_OK, EXIT_FAILURE (supervisor should restart) or EXIT_USAGE."""
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
         with contextlib.ExitStack() as stack:
             self._install_signals(stack)
             try:
@@ -306,38 +371,128 @@ class Daemon:
     def _start(self, stack: contextlib.ExitStack) -> None:
         c = self.config
         device = resolve_device(c.model.device)
-        lamp = load_lamp(self.model_path(), device)
-        log.info("lamp %r from %s: %dx%d frames, latent %d, %.3g lamp fps, on %s", lamp.name,
-                 self.model_path(), lamp.frame_size, lamp.frame_size, lamp.latent_size,
-                 lamp.data.lamp_fps, device)
         self.device = device
+        self.playlist = make_playlist(c) if self.model_arg is None else None
+        lamp = self._first_lamp(device)
         if c.metrics.enabled:
             server, thread = start_http_server(c.metrics.address, c.metrics.port, self.metrics.registry)
             stack.callback(stop_http_server, server, thread)
             log.info("metrics on http://%s:%d/metrics", c.metrics.address, c.metrics.port)
-        self.source = FrameSource(lamp=lamp, guard=c.guard, metrics=self.metrics,
-                                  temperature=c.model.temperature, seed=c.model.seed)
-        self.ring = RingBuffer(capacity=c.buffer.depth_frames, frame_shape=self.source.frame_shape)
-        self.metrics.ring_capacity.set(self.ring.capacity)
-        self.producer = Producer(source=self.source, ring=self.ring, metrics=self.metrics,
-                                 config=c.buffer, torch_threads=c.model.torch_threads,
-                                 fault=fault_from_env())
+        renderer_class = HeadlessRenderer if self.headless else \
+            PygameRenderer if c.display.screens == "primary" else WindowsRenderer
+        self.renderer = renderer_class(config=self.display_config(c), frame_size=lamp.frame_size)
+        screens = self.renderer.open()
+        stack.callback(self.renderer.close)
+        self.screen_metrics = {label: self.metrics.for_screen(label) for label in screens}
+        groups = [screens] if c.display.multi == "clone" else [[label] for label in screens]
+        self.lanes = [self._lane(lamp, group, i) for i, group in enumerate(groups)]
         self._model_watch = ModelWatch(self.model_path())
         self.schedule = Schedule(config=c.schedule, model_path=self.model_path(),
                                  on_state=self._from_schedule,
-                                 on_reseed=lambda: self.source.request_reseed("schedule"),
+                                 on_reseed=lambda: self._reseed_all("schedule"),
                                  on_model_change=self._reload_model)
+        self._set_playlist_job(c)
         self._apply_pending(None)  # what the schedule says now: off hours generate nothing at all
-        self.producer.start()
+        for lane in self.lanes:
+            lane.producer.start()
         stack.callback(self._stop_producer)
         self.schedule.start()
         stack.callback(self.schedule.shutdown)
-        renderer_class = HeadlessRenderer if self.headless else PygameRenderer
-        self.renderer = renderer_class(config=self.display_config(c),
-                                       frame_size=self.source.frame_size)
-        self.renderer.open()
-        stack.callback(self.renderer.close)
+        if len(screens) > 1:
+            log.info("%d screen(s) %s, %d dream(s) (%s)", len(screens), ", ".join(screens),
+                     len(self.lanes), c.display.multi)
         self._start_remote(stack)
+
+    def _first_lamp(self, device):
+        """The lamp to start with: the playlist's first that loads, else the model path's."""
+        tries = len(self.playlist.config.lamps) if self.playlist else 1
+        for attempt in range(tries):
+            try:
+                lamp = load_lamp(self.model_path(), device)
+                break
+            except LampLoadError as exc:
+                if self.playlist is None or attempt == tries - 1:
+                    raise
+                log.error("playlist: %s", exc)
+                self.playlist.refused(self.playlist.current)
+        log.info("lamp %r from %s: %dx%d frames, latent %d, %.3g lamp fps, on %s", lamp.name,
+                 self.model_path(), lamp.frame_size, lamp.frame_size, lamp.latent_size,
+                 lamp.data.lamp_fps, device)
+        return lamp
+
+    def _lane(self, lamp, screens: list[str], number: int) -> Lane:
+        """A dream for `screens`: its own source (own seed), ring and producer thread."""
+        c = self.config
+        metrics = self.screen_metrics[screens[0]]
+        source = FrameSource(lamp=lamp, guard=c.guard, metrics=metrics,
+                             temperature=c.model.temperature, seed=self._seed(number))
+        ring = RingBuffer(capacity=c.buffer.depth_frames, frame_shape=source.frame_shape)
+        metrics.ring_capacity.set(ring.capacity)
+        producer = Producer(source=source, ring=ring, metrics=metrics, config=c.buffer,
+                            torch_threads=c.model.torch_threads, fault=fault_from_env(),
+                            name="producer" if number == 0 else f"producer-{screens[0]}",
+                            on_load=self._on_load)
+        return Lane(label=screens[0], screens=screens, metrics=metrics, source=source, ring=ring,
+                    producer=producer)
+
+    def _seed(self, number: int) -> int | None:
+        """The seed of dream `number`: model.seed + number (each screen its own), or None."""
+        seed = self.config.model.seed
+        return None if seed is None else (seed + number) % 2**63
+
+    def _reseed_all(self, reason: str) -> None:
+        for lane in self.lanes:
+            lane.source.request_reseed(reason)
+
+    def _set_playlist_job(self, config: Config) -> None:
+        p = config.playlist
+        self.schedule.set_playlist(p.every_s, p.change,
+                                   self.next_lamp if self.playlist is not None else None)
+
+    def next_lamp(self) -> None:
+        """Cross-fade to the playlist's next lamp (any thread; loaded on the producer threads)."""
+        if self.playlist is None:
+            raise ValueError("next lamp: no playlist is configured (playlist.lamps)")
+        name = self.playlist.advance()
+        log.info("playlist: next lamp %r", name)
+        self._reload_model()
+
+    def choose_lamp(self, name: str) -> None:
+        """Cross-fade to the library's lamp `name` (any thread); ValueError if there is no such
+        lamp (only names of model.library, never a path)."""
+        library = self.config.model.library
+        if library is None:
+            raise ValueError("no lamp library: set model.library")
+        if self.playlist is None:
+            self.playlist = Playlist(config=dataclasses.replace(self.config.playlist,
+                                                                lamps=(name,)), library=library)
+        self.playlist.choose(name)
+        log.info("lamp %r chosen", name)
+        self._reload_model()
+
+    def lamp_names(self) -> list[str]:
+        """The lamps of the library by name (any thread); ValueError without a library."""
+        library = self.config.model.library
+        if library is None:
+            raise ValueError("no lamp library: set model.library")
+        try:
+            return lamp_names(library)
+        except OSError as exc:
+            raise ValueError(f"cannot list the library {library}: {exc.strerror or exc}") from None
+
+    def _on_load(self, path: Path, lamp) -> None:
+        """The first producer loaded `path` (its thread): every other dream cross-fades to the
+        same lamp (loaded and validated once); a refused playlist lamp is skipped."""
+        if lamp is not None:
+            for lane in self.lanes[1:]:
+                lane.source.request_swap(lamp)
+        playlist = self.playlist
+        if playlist is None or path != playlist.path():
+            return
+        if lamp is not None:
+            playlist.loaded(playlist.current)
+        elif playlist.refused(playlist.current) is not None:
+            self._reload_model()
 
     def _start_remote(self, stack: contextlib.ExitStack) -> None:
         """The control API and MQTT, last: they steer parts that must already run."""
@@ -355,8 +510,13 @@ class Daemon:
     def _stop_producer(self) -> None:
         hung = self._producer_hung_for() is not None
         wait = 0.0 if hung else PRODUCER_JOIN_S  # a hung thread will not answer: do not wait for it
-        if not self.producer.stop(timeout=wait):
-            log.warning("producer thread still busy after %.1f s; leaving it behind", wait)
+        deadline = time.monotonic() + wait
+        for lane in self.lanes:
+            lane.producer.request_stop()  # all asked at once, then joined against one deadline
+        for lane in self.lanes:
+            if not lane.producer.stop(timeout=max(0.0, deadline - time.monotonic())):
+                log.warning("producer thread %s still busy after %.1f s; leaving it behind",
+                            lane.producer.name, wait)
 
     def _from_schedule(self, changes: dict) -> None:
         """The schedule's word (scheduler thread): remembered for the metrics, then requested."""
@@ -366,7 +526,8 @@ class Daemon:
     def _reload_model(self) -> None:
         log.info("loading %s on the side", self.model_path())
         self._model_watch = ModelWatch(self.model_path())
-        self.producer.request_load(self.model_path(), self.device)
+        if self.lanes:  # the first dream's producer loads it; the others take the same lamp
+            self.producer.request_load(self.model_path(), self.device)
 
     def _reload_config(self) -> None:
         """SIGHUP: what changed in the file (refused whole if invalid) goes the one live path;
@@ -438,8 +599,6 @@ class Daemon:
 
     def _keep_restart_only(self, old: Config, pending: Pending) -> Config:
         """The pending config with every restart-only key kept at its running value (logged)."""
-        import dataclasses
-
         sections = {}
         for key in changed_keys(old, pending.config):
             section, _, name = key.partition(".")
@@ -468,30 +627,38 @@ class Daemon:
         if changed & {"display.hue_degrees", "display.saturation"}:
             self.colour = ColourTransform(hue_degrees=new.display.hue_degrees,
                                           saturation=new.display.saturation)
-        if "display.speed" in changed and st is not None and st.clock is not None:
-            st.clock.set_speed(time.monotonic(), new.display.speed)
-        if "model.temperature" in changed:
-            self.source.request_temperature(new.model.temperature)
-        if "model.seed" in changed:
-            self.source.request_seed(new.model.seed)
+        for number, lane in enumerate(self.lanes):
+            if "display.speed" in changed and lane.clock is not None:
+                lane.clock.set_speed(time.monotonic(), new.display.speed)
+            if "model.temperature" in changed:
+                lane.source.request_temperature(new.model.temperature)
+            if "model.seed" in changed:
+                lane.source.request_seed(self._seed(number))
+            if "buffer" in sections:
+                lane.producer.config = new.buffer
+            if "guard" in sections:
+                lane.source.request_guard(new.guard)
+        if self.model_arg is None and ("playlist" in sections or "model.library" in changed):
+            self.playlist = make_playlist(new)
+            self._set_playlist_job(new)
+            if self.playlist is not None:
+                self._reload_model()
         if "model.path" in changed:
             if self.model_arg:
                 log.warning("model.path changed but --model %s overrides it", self.model_arg)
             else:
                 self._reload_model()
-        if "buffer" in sections:
-            self.producer.config = new.buffer
-        if "guard" in sections:
-            self.source.request_guard(new.guard)
         if "schedule" in sections:
             self.schedule.configure(new.schedule, self.model_path())
+            self._set_playlist_job(new)
 
     def _apply_state(self, old: LampState, new: LampState, sources: list[str]) -> None:
         if new.display_on != old.display_on:
             log.info("%s: display %s", "+".join(sources), "on" if new.display_on else "off")
         if new.paused != old.paused:
             log.info("%s: %s", "+".join(sources), "paused" if new.paused else "resumed")
-        self.producer.pause(not new.display_on)
+        for lane in self.lanes:
+            lane.producer.pause(not (new.display_on and lane.live))
 
     def brightness(self) -> float:
         """The brightness on screen now: the setting, times the dim level while dimmed."""
@@ -527,29 +694,37 @@ class Daemon:
                 self._mark_ready(st)  # a blank screen is what this hour should show
                 time.sleep(OFF_POLL_S)
                 continue
-            if st.clock is None:
-                if not self.ring.wait_for_frames(2, OFF_POLL_S):
-                    continue
-                now = time.monotonic()
-                st.clock = DisplayClock(lamp_fps=self.source.lamp.data.lamp_fps,
-                                        speed=self.config.display.speed, now=now,
-                                        position=self.ring.first_seq)
-            elif self.live.state.paused and st.ready:
+            if not self._start_clocks():
+                continue
+            if (self.live.state.paused and st.ready) or not any(lane.live for lane in self.lanes):
                 time.sleep(OFF_POLL_S)
                 continue
-            self._show(st, now)
+            self._show(st, time.monotonic())  # a clock may have started since `now`
             if self.max_frames is not None and st.displayed >= self.max_frames:
                 log.info("%d frames displayed: done", st.displayed)
                 return EXIT_OK
             self._pace(st)
 
+    def _start_clocks(self) -> bool:
+        """Start each shown dream's clock once it has two frames; whether all have started."""
+        for lane in self.lanes:
+            if lane.clock is not None or not lane.live:
+                continue
+            if not lane.ring.wait_for_frames(2, OFF_POLL_S):
+                return False
+            lane.clock = DisplayClock(lamp_fps=lane.source.lamp.data.lamp_fps,
+                                      speed=self.config.display.speed, now=time.monotonic(),
+                                      position=lane.ring.first_seq)
+        return True
+
     def _exit_code(self) -> int | None:
         if self._stop_reason:
             log.info("%s received", self._stop_reason)
             return EXIT_OK
-        if self.producer.failed.is_set():
-            log.critical("stopping with a failure: %s", self.producer.failure)
-            return EXIT_FAILURE
+        for lane in self.lanes:
+            if lane.producer.failed.is_set():
+                log.critical("stopping with a failure: %s", lane.producer.failure)
+                return EXIT_FAILURE
         return None
 
     def _handle_events(self, st: "LoopState") -> int | None:
@@ -564,7 +739,19 @@ class Daemon:
                 self.command("reseed", "keyboard")
             elif command == "pause":
                 self.command("resume" if self.live.state.paused else "pause", "keyboard")
+            elif command.startswith(("lost:", "back:")):
+                self._screen_presence(command)
         return None
+
+    def _screen_presence(self, command: str) -> None:
+        """A monitor went away or came back: its dream pauses or goes on."""
+        kind, label = command.split(":", 1)
+        for lane in self.lanes:
+            if label in lane.screens:
+                (lane.lost.add if kind == "lost" else lane.lost.discard)(label)
+                lane.producer.pause(not (lane.live and self.live.state.display_on))
+                if not lane.live:
+                    log.info("no screen shows the dream of screen %s: it pauses", lane.label)
 
     def _publish_state(self, st: "LoopState", now: float) -> bool:
         """Metrics, watchdog, status, producer pause and clock pause; whether the display is on."""
@@ -572,48 +759,64 @@ class Daemon:
         m.display_scheduled_on.set(int(self.scheduled_on))
         m.display_on.set(int(on))
         m.brightness.set(self.brightness() if on else 0.0)
-        m.heartbeat_age.set(self.producer.heartbeat_age())
-        m.ring_frames.set(len(self.ring))
+        for lane in self.lanes:
+            lane.metrics.heartbeat_age.set(lane.producer.heartbeat_age())
+            lane.metrics.ring_frames.set(len(lane.ring))
         if st.ready and st.watchdog_s and now >= st.next_watchdog:
             st.next_watchdog = now + st.watchdog_s
             self._watchdog()
         if st.ready and now >= st.next_status:
             st.next_status = now + STATUS_EVERY_S
             self._status(st.fps, on)
-        if st.clock is not None:
-            if not on or self.live.state.paused:
-                st.clock.pause(now)
+        for lane in self.lanes:
+            if lane.clock is None:
+                continue
+            if not on or self.live.state.paused or not lane.live:
+                lane.clock.pause(now)
             else:
-                st.clock.resume(now)
+                lane.clock.resume(now)
         return on
 
     def _show(self, st: "LoopState", now: float) -> None:
-        """Draw the frame the clock says, cross-faded toward the next; hold on an underrun."""
-        index, weight = st.clock.frame(now)
-        newest = self.ring.end_seq - 1
-        underrun = index > newest or (index == newest and weight > 0)
-        if underrun:
-            st.clock.hold(now, newest)
-            index, weight = newest, 0.0
-            if not st.in_underrun:
-                self.metrics.underruns.inc()
-                log.debug("ring buffer underrun at frame %d", newest)
-        st.in_underrun = underrun
-        self.ring.release_before(index)
-        b = self.ring.get(index + 1) if weight > 0 else None
-        self.renderer.draw(self.ring.get(index), index, b, index + 1, weight, self.brightness(),
-                           self.colour)
+        """Draw on every screen the frame its clock says, cross-faded toward the next; a dream
+        whose producer is behind holds its newest frame."""
+        brightness = self.brightness()
+        for lane in self.lanes:
+            if lane.live:
+                self._show_lane(lane, now, brightness)
         shown = time.monotonic()
         st.displayed += 1
-        self.metrics.frames_displayed.inc()
         if st.displayed > 1:
             interval = shown - st.last_shown
-            self.metrics.frame_seconds.observe(interval)
             st.fps += FPS_SMOOTHING * (1.0 / max(interval, 1e-6) - st.fps)
-            self.metrics.display_fps.set(st.fps)
+            for lane in self.lanes:
+                for label in lane.screens:
+                    if label not in lane.lost:
+                        self.screen_metrics[label].frame_seconds.observe(interval)
+                        self.screen_metrics[label].display_fps.set(st.fps)
             self.display_fps = st.fps
         st.last_shown = shown
         self._mark_ready(st)
+
+    def _show_lane(self, lane: Lane, now: float, brightness: float) -> None:
+        index, weight = lane.clock.frame(now)
+        ring = lane.ring
+        newest = ring.end_seq - 1
+        underrun = index > newest or (index == newest and weight > 0)
+        if underrun:
+            lane.clock.hold(now, newest)
+            index, weight = newest, 0.0
+            if not lane.in_underrun:
+                lane.metrics.underruns.inc()
+                log.debug("ring buffer underrun at frame %d (screen %s)", newest, lane.label)
+        lane.in_underrun = underrun
+        ring.release_before(index)
+        b = ring.get(index + 1) if weight > 0 else None
+        for label in lane.screens:
+            if label not in lane.lost:
+                self.renderer.draw(ring.get(index), index, b, index + 1, weight, brightness,
+                                   self.colour, label)
+                self.screen_metrics[label].frames_displayed.inc()
 
     def _mark_ready(self, st: "LoopState") -> None:
         if not st.ready:
@@ -632,8 +835,9 @@ class Daemon:
             time.sleep(delay)
 
     def _producer_hung_for(self) -> float | None:
-        """Seconds without producer progress once that counts as hung (buffer.stall_s), else None."""
-        age = self.producer.heartbeat_age()
+        """Seconds without progress of the most behind producer once that counts as hung
+        (buffer.stall_s), else None."""
+        age = max((lane.producer.heartbeat_age() for lane in self.lanes), default=0.0)
         return age if age >= self.config.buffer.stall_s else None
 
     def _watchdog(self) -> None:
@@ -652,7 +856,11 @@ class Daemon:
         if age is not None:
             notify.notify(f"STATUS=producer hung for {age:.0f} s: watchdog withheld")
             return
-        text = (f"STATUS={fps:.1f} fps shown, {self.producer.generation_fps:.1f} fps generation "
-                f"capacity, buffer {len(self.ring)}/{self.ring.capacity}, "
-                f"drift {self.source.guard.distance:.3f}")
+        lanes = self.lanes
+        screens = sum(len(lane.screens) - len(lane.lost) for lane in lanes)
+        text = (f"STATUS={fps:.1f} fps shown"
+                + (f" on {screens} screens" if len(self.screen_metrics) > 1 else "")
+                + f", {min(lane.producer.generation_fps for lane in lanes):.1f} fps generation "
+                f"capacity, buffer {min(len(lane.ring) for lane in lanes)}/{lanes[0].ring.capacity}, "
+                f"drift {max(lane.source.guard.distance for lane in lanes):.3f}")
         notify.notify(text)

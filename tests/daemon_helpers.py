@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import queue
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 QUICK = {"display": {"fps": 120}, "metrics": {"enabled": False}}
@@ -113,6 +115,29 @@ class NotifySocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def read_xwd(path: Path) -> np.ndarray:
+    """An `xwd` screenshot (ZPixmap, 24 or 32 bits per pixel) as an RGB array (H,W,3)."""
+    data = path.read_bytes()
+    f = struct.unpack(">25I", data[:100])
+    header_size, width, height, byte_order, bits, bytes_per_line, ncolors = \
+        f[0], f[4], f[5], f[7], f[11], f[12], f[19]
+    step = bits // 8
+    rows = np.frombuffer(data, np.uint8, count=height * bytes_per_line,
+                         offset=header_size + 12 * ncolors).reshape(height, bytes_per_line)
+    pixel_bytes = rows[:, :width * step].reshape(height, width, step).astype(np.uint32)
+    order = range(step) if byte_order == 0 else reversed(range(step))  # LSBFirst: byte 0 is low
+    pixels = sum(pixel_bytes[..., k] << (8 * i) for i, k in enumerate(order))
+    channels = [(pixels & m) >> ((m & -m).bit_length() - 1) for m in f[14:17]]
+    return np.stack(channels, -1).astype(np.uint8)
+
+
+def screenshot(display: str, path: Path) -> np.ndarray:
+    """The whole X screen of `display` (every monitor) as an RGB array, via xwd."""
+    subprocess.run(["xwd", "-root", "-silent", "-out", str(path)],
+                   env={**os.environ, "DISPLAY": display}, check=True, timeout=20)
+    return read_xwd(path)
 
 
 def drive(daemon, action, timeout: float = 60.0):

@@ -64,9 +64,11 @@ def mean_abs_diff(a, b) -> float:
 
 
 def metric(registry, name: str, labels: dict | None = None) -> float:
-    """A sample's value from a private prometheus registry (0 if absent)."""
-    value = registry.get_sample_value(name, labels or {})
-    return 0.0 if value is None else value
+    """The sum of the samples called `name` whose labels include `labels` (0 if none), as
+    PromQL's sum() would give it: a daemon's total over its screens unless a screen is named."""
+    wanted = (labels or {}).items()
+    return float(sum(sample.value for family in registry.collect() for sample in family.samples
+                     if sample.name == name and wanted <= sample.labels.items()))
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:

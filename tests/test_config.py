@@ -75,3 +75,39 @@ def test_missing_empty_and_invalid_files_have_their_own_messages(tmp_path):
 def test_nullable_keys_accept_null():
     cfg = parse_config({"model": {"path": None, "seed": 7}, "schedule": {"reseed": "0 * * * *"}})
     assert cfg.model.path is None and cfg.model.seed == 7 and cfg.schedule.reseed == "0 * * * *"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("display:\n  screens: both\n", "display.screens: expected 'primary', 'all' or a list of "
+     "distinct monitor indexes in 0..16 (e.g. [0, 1]), got 'both'"),
+    ("display:\n  screens: [0, 0]\n", "display.screens: expected 'primary', 'all' or a list"),
+    ("display:\n  screens: []\n", "display.screens: expected 'primary', 'all' or a list"),
+    ("display:\n  screens: [true]\n", "display.screens: expected"),
+    ("display:\n  multi: mirror\n", "display.multi: expected one of 'independent', 'clone'"),
+    ("display:\n  pixel_shift_px: 100\n", "display.pixel_shift_px: expected an integer in 0..64"),
+    ("display:\n  pixel_shift_period_s: 1\n", "display.pixel_shift_period_s: expected a number"),
+    ("playlist:\n  lamps: [a]\n  every_s: 60\n", "playlist.lamps is set but model.library is not"),
+    ("model:\n  library: /l\nplaylist:\n  lamps: [a]\n", "set exactly one of every_s"),
+    ("model:\n  library: /l\nplaylist:\n  lamps: [a]\n  every_s: 60\n  change: '* * * * *'\n",
+     "got both"),
+    ("model:\n  library: /l\nplaylist:\n  lamps: ['../x']\n  every_s: 60\n",
+     "playlist.lamps: '../x' is not a lamp name"),
+    ("model:\n  library: /l\nplaylist:\n  lamps: a\n  every_s: 60\n",
+     "playlist.lamps: expected a list of at most 1000 lamp names, got 'a'"),
+    ("model:\n  library: /l\nplaylist:\n  lamps: [a]\n  change: 'at noon'\n",
+     "playlist.change: invalid crontab line 'at noon'"),
+    ("playlist:\n  every_s: 60\n", "are set but playlist.lamps is empty"),
+])
+def test_screens_and_playlist_mistakes_are_refused_by_key(tmp_path, text, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert message in str(err.value)
+
+
+def test_screens_and_a_playlist_parse():
+    cfg = parse_config({"display": {"screens": [1, 0], "multi": "clone", "pixel_shift_px": 8},
+                        "model": {"library": "/lamps"},
+                        "playlist": {"lamps": ["a", "b.v2"], "order": "shuffle", "every_s": 600}})
+    assert cfg.display.screens == (1, 0) and cfg.display.multi == "clone"
+    assert cfg.playlist.lamps == ("a", "b.v2") and cfg.playlist.every_s == 600.0
+    assert parse_config({"display": {"screens": "all"}}).display.screens == "all"

@@ -17,7 +17,8 @@ from .fakes import metric, save_fake_lamp, wait_until
 
 RESTART_ONLY = {"model.device", "model.torch_threads", "buffer.depth_frames", "buffer.batch_frames",
                 "metrics.enabled", "metrics.address", "metrics.port", "control.enabled",
-                "control.address", "control.port", "control.token_file"}
+                "control.address", "control.port", "control.token_file",
+                "display.screens", "display.multi"}  # which monitors, how many dreams
 
 
 @pytest.fixture(scope="module")

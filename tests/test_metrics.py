@@ -37,10 +37,10 @@ def test_every_contract_metric_is_served_with_help_and_labels_at_zero():
         stop_http_server(server, thread)
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if not line.startswith("#")}
     assert set(CONTRACT) <= names, set(CONTRACT) - names
-    assert "lavalamp_frames_displayed_total 3.0" in text
+    assert 'lavalamp_frames_displayed_total{screen="0"} 3.0' in text
     for reason in RESEED_REASONS:
-        assert f'lavalamp_reseeds_total{{reason="{reason}"}} 0.0' in text
-    assert 'lavalamp_model_swaps_total{result="refused"} 0.0' in text
+        assert f'lavalamp_reseeds_total{{reason="{reason}",screen="0"}} 0.0' in text
+    assert 'lavalamp_model_swaps_total{result="refused",screen="0"} 0.0' in text
     helps = [line for line in text.splitlines() if line.startswith("# HELP lavalamp_")]
     assert all(len(line.split(" ", 3)[3]) > 10 for line in helps)
     assert not thread.is_alive()
@@ -50,8 +50,8 @@ def test_a_private_registry_keeps_daemons_apart():
     a, b = CollectorRegistry(), CollectorRegistry()
     DaemonMetrics(a, process=False).reseeds.labels("loop").inc()
     DaemonMetrics(b, process=False)
-    assert a.get_sample_value("lavalamp_reseeds_total", {"reason": "loop"}) == 1
-    assert b.get_sample_value("lavalamp_reseeds_total", {"reason": "loop"}) == 0
+    assert a.get_sample_value("lavalamp_reseeds_total", {"reason": "loop", "screen": "0"}) == 1
+    assert b.get_sample_value("lavalamp_reseeds_total", {"reason": "loop", "screen": "0"}) == 0
 
 
 def test_a_port_in_use_is_a_clear_error():
@@ -61,3 +61,21 @@ def test_a_port_in_use_is_a_clear_error():
         port = taken.getsockname()[1]
         with pytest.raises(MetricsError, match=f"cannot serve metrics on 127.0.0.1:{port}.*metrics.port"):
             start_http_server("127.0.0.1", port, CollectorRegistry())
+
+
+def test_each_screen_counts_into_its_own_series_and_the_daemon_wide_ones_stay_unlabelled():
+    registry = CollectorRegistry()
+    m = DaemonMetrics(registry, process=False)
+    left, right = m.for_screen("0"), m.for_screen("1")
+    left.frames_displayed.inc(2)
+    right.frames_displayed.inc(5)
+    right.reseeds.labels("manual").inc()
+    right.underruns.inc()
+    m.up.set(1)
+    get = registry.get_sample_value
+    assert get("lavalamp_frames_displayed_total", {"screen": "0"}) == 2
+    assert get("lavalamp_frames_displayed_total", {"screen": "1"}) == 5
+    assert get("lavalamp_reseeds_total", {"reason": "manual", "screen": "1"}) == 1
+    assert get("lavalamp_reseeds_total", {"reason": "manual", "screen": "0"}) == 0
+    assert get("lavalamp_ring_buffer_underruns_total", {"screen": "0"}) == 0
+    assert get("lavalamp_up", {}) == 1 and right.up is m.up

@@ -50,13 +50,13 @@ def test_discovery_payloads_group_one_device_with_unique_ids():
     topics = Topics(MqttConfig(topic_prefix="lavalamp/bar"))
     payloads = discovery(topics, "default-lamp", "0.1.0")
     ids = [p["unique_id"] for p in payloads.values()]
-    assert len(ids) == len(set(ids)) == 10 and all(i.startswith("lavalamp_bar_") for i in ids)
+    assert len(ids) == len(set(ids)) == 12 and all(i.startswith("lavalamp_bar_") for i in ids)
     assert {json.dumps(p["device"]) for p in payloads.values()} == {json.dumps(
         {"identifiers": ["lavalamp_bar"], "name": "Lava lamp lavalamp/bar",
          "manufacturer": "neural-lavalamp", "model": "default-lamp", "sw_version": "0.1.0"})}
     assert sorted(t.split("/")[1] for t in payloads) == [
-        "button", "light", "number", "number", "number", "number", "sensor", "sensor", "sensor",
-        "switch"]
+        "button", "button", "light", "number", "number", "number", "number", "sensor", "sensor",
+        "sensor", "switch", "text"]
     assert all(t.startswith("homeassistant/") and t.endswith("/config") for t in payloads)
     speed = payloads["homeassistant/number/lavalamp_bar/speed/config"]
     assert (speed["min"], speed["max"]) == (0.05, 20.0)  # the config's own range
@@ -99,7 +99,7 @@ def test_home_assistant_sees_the_lamp_and_steers_it(tmp_path, lamp_path, broker,
         first.close()
         ha = Watcher(broker.port, ["homeassistant/#", "lavalamp/#"])  # comes late: all retained
         try:
-            assert ha.wait(lambda m: len([t for t in m if t.startswith("homeassistant/")]) == 10)
+            assert ha.wait(lambda m: len([t for t in m if t.startswith("homeassistant/")]) == 12)
             assert ha.wait(lambda m: m.get("lavalamp/availability") == "online")
             assert ha.wait(lambda m: m.get("lavalamp/display/state") == "ON")
             configs = {t: json.loads(p) for t, p in ha.latest.items()

@@ -4,7 +4,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import time
 
@@ -12,9 +11,9 @@ import numpy as np
 import pytest
 
 from lavalamp.daemon.config import DisplayConfig
-from lavalamp.daemon.renderer import PygameRenderer, blend, layout
+from lavalamp.daemon.renderer import PygameRenderer, blend, layout, pixel_shift
 
-from .daemon_helpers import Running, write_config
+from .daemon_helpers import Running, screenshot, write_config
 from .fakes import mean_abs_diff, save_fake_lamp
 
 
@@ -100,18 +99,6 @@ def test_keys_become_commands_and_quit_keys_can_be_disabled(window):
     assert window.events() == ["quit"]  # closing the window still quits
 
 
-def read_xwd(path):
-    """An `xwd` screenshot (ZPixmap, 24/32 bits per pixel) as an RGB array (H,W,3)."""
-    data = path.read_bytes()
-    f = struct.unpack(">25I", data[:100])
-    header_size, width, height, byte_order, bytes_per_line, ncolors = f[0], f[4], f[5], f[7], f[12], f[19]
-    pixels = np.frombuffer(data, dtype="<u4" if byte_order == 0 else ">u4",
-                           count=height * bytes_per_line // 4, offset=header_size + 12 * ncolors)
-    pixels = pixels.reshape(height, bytes_per_line // 4)[:, :width]
-    channels = [(pixels & m) >> ((m & -m).bit_length() - 1) for m in f[14:17]]
-    return np.stack(channels, -1).astype(np.uint8)
-
-
 @pytest.fixture
 def xvfb():
     if not (shutil.which("Xvfb") and shutil.which("xwd")):
@@ -125,12 +112,6 @@ def xvfb():
     yield f":{number}"
     server.terminate()
     server.wait(10)
-
-
-def screenshot(display, path):
-    subprocess.run(["xwd", "-root", "-silent", "-out", str(path)], env={**os.environ, "DISPLAY": display},
-                   check=True, timeout=20)
-    return read_xwd(path)
 
 
 @pytest.mark.xvfb
@@ -157,3 +138,50 @@ def test_a_lit_moving_lamp_fullscreen_under_xvfb(xvfb, tmp_path):
     assert bars.max() < 10, "letterbox bars are not black"
     assert mean_abs_diff(later, first) > 0.05, "the lamp does not move"
     assert code == 0
+
+
+def test_the_pixel_shift_orbits_within_its_radius_and_comes_back():
+    assert pixel_shift(123.0, 0, 600) == (0, 0)  # off by default
+    orbit = [pixel_shift(t, 8, 600) for t in range(0, 600, 5)]
+    assert max(abs(dx) for dx, _ in orbit) == 8 and max(abs(dy) for _, dy in orbit) == 8
+    assert all(dx * dx + dy * dy <= 8 * 8 + 8 for dx, dy in orbit)
+    assert pixel_shift(0, 8, 600) == (8, 0) and pixel_shift(150, 8, 600) == (0, 8)
+    assert pixel_shift(600, 8, 600) == pixel_shift(0, 8, 600)
+    assert len(set(orbit)) > 20  # it visits many places, not two
+
+
+def test_pixel_shift_screenshots_minutes_apart_show_the_lamp_moved_by_the_orbit():
+    import pygame
+
+    config = DisplayConfig(fullscreen=False, width=320, height=240, vsync=False,
+                           pixel_shift_px=8, pixel_shift_period_s=600)
+    r = PygameRenderer(config=config, frame_size=64)
+    r.open()
+    try:
+        shots = {}
+        for minutes in (0, 2.5, 5):  # lamp time driven by the test: no waiting
+            r.clock = lambda m=minutes: 1000 * 600 + m * 60
+            r.draw(gradient(), 0, None, 1, 0.0, 1.0)
+            shots[minutes] = pygame.surfarray.array3d(r.screen).transpose(1, 0, 2).astype(int)
+    finally:
+        r.close()
+    # at 0 min the picture sits 8 px right of its place; 2.5 min later 8 px lower; 5 min: 8 px left
+    a, b, c = shots[0], shots[2.5], shots[5]
+    assert not np.array_equal(a, b)
+    assert np.array_equal(b[40 + 8:200 + 8, 80:240], a[40:200, 80 + 8:240 + 8])  # moved (-8, +8)
+    assert np.array_equal(c[40:200, 80 - 8:240 - 8], a[40:200, 80 + 8:240 + 8])  # moved (-16, 0)
+    for shot in (a, b, c):  # the whole lamp stays on screen (it is 16 px smaller for the orbit)
+        lit = np.argwhere(shot.sum(axis=2) > 0)
+        assert lit[:, 0].min() >= 0 and lit[:, 0].max() < 240
+        assert 240 - 16 - 2 <= lit[:, 0].max() - lit[:, 0].min() + 1 <= 240
+
+
+def test_without_pixel_shift_the_picture_never_moves(window):
+    import pygame
+
+    shots = []
+    for t in (0, 150, 300):
+        window.clock = lambda t=t: t
+        window.draw(gradient(), 0, None, 1, 0.0, 1.0)
+        shots.append(pygame.surfarray.array3d(window.screen).copy())
+    assert all(np.array_equal(shots[0], s) for s in shots[1:])

@@ -88,7 +88,8 @@ def test_a_swapped_lamp_of_another_size_is_resized_and_faded_in():
     assert frames.shape == (6, 64, 64, 3)
     assert src.lamp.name == "bigger"
     info = registry.get_sample_value("lavalamp_model_info", {
-        "name": "bigger", "frame_size": "128", "latent_size": "8", "device": "cpu", "lamp_fps": "5"})
+        "name": "bigger", "frame_size": "128", "latent_size": "8", "device": "cpu", "lamp_fps": "5",
+        "screen": "0"})
     assert info == 1
 
 
