@@ -220,6 +220,7 @@ class Daemon:
         self.started = time.monotonic()
         self._stop_reason: str | None = None
         self._reload = False
+        self._reloader: threading.Thread | None = None
         self.exit_code = EXIT_OK
         self.colour = ColourTransform(hue_degrees=config.display.hue_degrees,
                                       saturation=config.display.saturation)
@@ -530,10 +531,19 @@ class Daemon:
             self.producer.request_load(self.model_path(), self.device)
 
     def _reload_config(self) -> None:
-        """SIGHUP: what changed in the file (refused whole if invalid) goes the one live path;
-        a model file rewritten in place is loaded even if the config is the same. Anything that
-        goes wrong is refused with one line and the lamp goes on as it was."""
+        """SIGHUP (frame loop): read the config on a thread of its own, so that no file, however
+        big or slow to parse, stalls the frame loop; one reload at a time."""
+        if self._reloader is not None and self._reloader.is_alive():
+            return  # self._reload stays set: this SIGHUP is served once the running one is done
         self._reload = False
+        self._reloader = threading.Thread(target=self._read_reload, name="config-reload",
+                                          daemon=True)
+        self._reloader.start()
+
+    def _read_reload(self) -> None:
+        """What changed in the file (refused whole if invalid) goes the one live path; a model
+        file rewritten in place is loaded even if the config is the same. Anything that goes
+        wrong is refused with one line and the lamp goes on as it was."""
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
