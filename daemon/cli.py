@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 from lavalamp.models import EXIT_USAGE, __version__, os_error_exit
 
-from .config import ConfigError, load_config
+from .config import load_config
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ import time
 import pytest
 import torch
 from prometheus_client import CollectorRegistry
-from safetensors.torch import save
 
 from lavalamp.daemon.config import load_config
 from lavalamp.daemon.service import EXIT_OK, Daemon
