@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test default-lamp eval-default-lamp clean
+.PHONY: run test fuzz default-lamp eval-default-lamp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The config and checkpoint-header fuzz tests with many more examples than the suite's few seconds.
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-3000} $(PY) -m pytest tests/test_fuzz.py -q --timeout 3600
 
 # Retrain the shipped default lamp from the simulator (see README, "The default lamp"): a 64 px lamp
 # (VAE, refinement, RNN), then an upsampler to 256 px sharpened against discriminators on 256 px

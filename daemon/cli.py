@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Callable, Sequence
 
-from lavalamp.models import EXIT_USAGE, __version__
+from lavalamp.models import EXIT_USAGE, __version__, os_error_exit
 
-from .config import ConfigError, load_config
+from .config import load_config
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,50 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class StartUpStop(SystemExit):
+    """SIGTERM or SIGINT while `lavalamp run` was still starting: exit 0, as it would later."""
+
+
+class EarlySignals:
+    """Signal handlers installed before the heavy imports (torch takes seconds), so that no signal
+    in the first seconds of `lavalamp run` kills it with the default action: a stop ends it at
+    once with exit 0, a reload (SIGHUP) is remembered for the daemon, SIGUSR1 is ignored."""
+
+    def __init__(self) -> None:
+        self.reload = False
+
+    def install(self) -> None:
+        """Install the handlers (main thread); the daemon replaces them with its own."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop)
+        signal.signal(signal.SIGHUP, self._hup)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+    def _stop(self, signum: int, _frame) -> None:
+        raise StartUpStop(signal.Signals(signum).name)
+
+    def _hup(self, _signum: int, _frame) -> None:
+        self.reload = True
+
+
+EARLY = EarlySignals()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run one subcommand, return its exit status."""
+    as_process = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        if as_process and command == "run":
+            EARLY.install()
+        return _main(argv, command)
+    except StartUpStop as stop:
+        print(f"lavalamp: {stop.code} received while starting: stopped", file=sys.stderr)
+        return 0
+
+
+def _main(argv: list[str], command: str | None) -> int:
     parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:
@@ -50,22 +92,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a full disk, a vanished folder: one line, never a traceback
+        code, text = os_error_exit(exc)
+        print(f"lavalamp {args.command}: {text}", file=sys.stderr)
+        return code
 
 
 def add_check_config(subparsers: argparse._SubParsersAction) -> None:
     """Register `lavalamp check-config`."""
-    p = subparsers.add_parser("check-config", help="validate a config file and exit 0 or 2",
-                              description="Validate a config file exactly as the daemon does at start-up.")
+    p = subparsers.add_parser(
+        "check-config", help="validate a config file (and what run would check) and exit 0 or 2",
+        description="Validate a config file exactly as the daemon does at start-up, then make every "
+                    "check `lavalamp run` makes on this machine: the device exists, the lamp loads "
+                    "and proves it can be shown, the ring buffer fits in memory, the metrics and "
+                    "control addresses can be listened on. --offline checks the file alone (for "
+                    "a config written for another machine).")
     p.add_argument("--config", metavar="PATH", help="config file (default: the built-in defaults)")
+    p.add_argument("--model", metavar="PATH", help="checkpoint run would show (overrides model.path)")
+    p.add_argument("--offline", action="store_true",
+                   help="check only the file, not what needs the target machine (device, model "
+                        "file, addresses)")
     p.set_defaults(func=check_config)
 
 
 def check_config(args: argparse.Namespace) -> int:
-    """Validate the config; print one line saying why it is refused, or that it is fine."""
+    """Validate the config (and, unless --offline, what run checks); one line saying why it is
+    refused, or what was checked."""
     try:
-        load_config(args.config)
-    except ConfigError as exc:
+        config = load_config(args.config)
+        done = [] if args.offline else _check_for_run(config, args.model)
+    except ValueError as exc:  # ConfigError, PreflightError, LampLoadError
         print(f"lavalamp: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"{args.config or 'built-in defaults'}: OK")
+    for line in done:
+        print(f"  {line}")
+    if not args.offline:
+        from .preflight import NOT_CHECKED
+
+        print(f"  not checked: {NOT_CHECKED}")
     return 0
+
+
+def _check_for_run(config, model: str | None) -> list[str]:
+    from lavalamp.models.checkpoint import default_lamp_path
+
+    from .preflight import check_for_run
+
+    chosen = model or config.model.path
+    return check_for_run(config, Path(chosen) if chosen else default_lamp_path())

@@ -440,6 +440,7 @@ def _check_remote(control: ControlConfig, mqtt: MqttConfig) -> None:
 
 def _check_schedule(schedule: ScheduleConfig) -> None:
     """Crontab lines parse, the time zone exists, and every 'off' has its 'on'."""
+    from datetime import datetime, timezone
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from apscheduler.triggers.cron import CronTrigger
@@ -448,17 +449,20 @@ def _check_schedule(schedule: ScheduleConfig) -> None:
     if schedule.timezone is not None:
         try:
             tz = ZoneInfo(schedule.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ConfigError(f"schedule.timezone: unknown IANA time zone {_show(schedule.timezone)} "
                               "(e.g. 'Europe/Berlin')") from None
     for name in ("display_on", "display_off", "dim", "undim", "reseed"):
         line = getattr(schedule, name)
         if line is not None:
             try:
-                CronTrigger.from_crontab(line, timezone=tz)
+                trigger = CronTrigger.from_crontab(line, timezone=tz)
             except ValueError as exc:
                 raise ConfigError(f"schedule.{name}: invalid crontab line {_show(line)} (expected "
                                   f"'minute hour day month day-of-week'): {exc}") from None
+            if trigger.get_next_fire_time(None, datetime.now(tz or timezone.utc)) is None:
+                raise ConfigError(f"schedule.{name}: crontab line {_show(line)} never fires "
+                                  "(a date that does not exist, such as 30 February)")
     for start, end in (("display_off", "display_on"), ("dim", "undim")):
         if getattr(schedule, start) is not None and getattr(schedule, end) is None:
             raise ConfigError(f"schedule.{start} is set but schedule.{end} is not: the "

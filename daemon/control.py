@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from lavalamp.models import one_line
+
 from .config import ConfigError, ControlConfig, is_loopback
 from .live import APPLY_TIMEOUT_S, Ticket, resolve
 from .metrics import DaemonMetrics
@@ -253,8 +255,9 @@ class Handler(BaseHTTPRequestHandler):
         """The request's JSON body; ApiError 400 when it is not JSON."""
         try:
             return json.loads(self.body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, f"invalid JSON body: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deep,
+            raise ApiError(400, f"invalid JSON body: {one_line(str(exc) or type(exc).__name__)}") \
+                from None  # or an integer too long to convert
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         """Requests at debug level (the request line only: headers, and so the token, never)."""

@@ -229,7 +229,7 @@ def render_unit(paths: UnitPaths, *, user: bool = False) -> str:
     template = USER_TEMPLATE if user else SYSTEM_TEMPLATE
     service = SERVICE.format(
         watchdog_s=paths.watchdog_s,
-        exec_check=command_line([lavalamp, "check-config", "--config", str(paths.config)]),
+        exec_check=command_line([lavalamp, "check-config", "--offline", "--config", str(paths.config)]),
         exec_run=command_line(run))
     return template.format(
         service=service,

@@ -12,13 +12,12 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from lavalamp.models.checkpoint import Lamp, LampLoadError, load_lamp
-from lavalamp.models.dream import Dream
+from lavalamp.models.checkpoint import LampLoadError, load_lamp
 
 from .config import BufferConfig, one_line
 from .metrics import DaemonMetrics
 from .ring import RingBuffer
-from .source import FrameSource
+from .source import FrameSource, LampBroken
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +130,11 @@ class Producer:
             while not self._stop.is_set():
                 try:
                     self._loop()
+                except LampBroken as exc:  # a fresh dream was tried already: only a restart helps
+                    self.failure = f"the lamp is broken: {exc}"
+                    log.critical("%s: giving up", self.failure)
+                    self.failed.set()
+                    return
                 except Exception as exc:  # noqa: BLE001 - any crash restarts the dream
                     if self._crashed(exc):
                         return
@@ -190,8 +194,7 @@ class Producer:
             return
         path, device = request
         try:
-            lamp = load_lamp(path, device)
-            validate_lamp(lamp)
+            lamp = load_lamp(path, device)  # proves the lamp can be shown, or refuses it
         except Exception as exc:  # noqa: BLE001 - a bad checkpoint must never stop the lamp
             reason = str(exc) if isinstance(exc, LampLoadError) else f"{type(exc).__name__}: {exc}"
             log.error("new checkpoint refused: %s; the current lamp keeps running", one_line(reason))
@@ -205,13 +208,3 @@ class Producer:
         if self.on_load:
             self.on_load(path, lamp)
 
-
-def validate_lamp(lamp: Lamp) -> None:
-    """Dream and decode a few frames; raise ValueError if the lamp cannot be shown."""
-    dream = Dream(lamp, seed=0)
-    latents = dream.advance(4)
-    if not torch.isfinite(latents).all():
-        raise ValueError(f"lamp {lamp.name!r} dreams non-finite latents")
-    frames = dream.decode(latents)
-    if frames.shape[1:] != (lamp.frame_size, lamp.frame_size, 3):
-        raise ValueError(f"lamp {lamp.name!r} decodes frames of shape {frames.shape[1:]}")

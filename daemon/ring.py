@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
+
+MAX_MEMORY_SHARE = 0.5  # the ring buffer may take at most this share of the machine's memory
+
+
+class RingBufferError(ValueError):
+    """A ring buffer this machine cannot hold (buffer.depth_frames too large for its memory)."""
+
+
+def check_capacity(capacity: int, frame_shape: tuple[int, ...]) -> int:
+    """The bytes a ring buffer of `capacity` frames takes; RingBufferError if that is more than
+    MAX_MEMORY_SHARE of this machine's memory (it would be swapped or killed, not refused)."""
+    size = capacity * int(np.prod(frame_shape))
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): nothing to compare with
+        return size
+    if size > MAX_MEMORY_SHARE * memory:
+        raise RingBufferError(f"buffer.depth_frames: {capacity} frames of {'x'.join(map(str, frame_shape))} "
+                              f"take {size / 2**30:.1f} GiB, more than {MAX_MEMORY_SHARE:.0%} of "
+                              f"this machine's {memory / 2**30:.1f} GiB")
+    return size
 
 
 class RingBuffer:
@@ -18,6 +40,7 @@ class RingBuffer:
     def __init__(self, *, capacity: int, frame_shape: tuple[int, ...]) -> None:
         if capacity < 2:
             raise ValueError(f"ring buffer capacity must be at least 2, got {capacity}")
+        check_capacity(capacity, tuple(frame_shape))
         self.capacity = capacity
         self.frame_shape = tuple(frame_shape)
         self._slots = np.zeros((capacity, *frame_shape), dtype=np.uint8)

@@ -20,11 +20,12 @@ import numpy as np
 
 from prometheus_client import CollectorRegistry
 
-from lavalamp.models import EXIT_USAGE
+from lavalamp.models import EXIT_FAILURE, EXIT_USAGE, os_error_exit
 from lavalamp.models.checkpoint import LampLoadError, default_lamp_path, load_lamp
 from lavalamp.models.device import DeviceError, resolve_device
 
 from . import notify
+from .cli import EARLY
 from .clock import DisplayClock
 from .colour import ColourTransform
 from .config import Config, ConfigError, load_config, one_line
@@ -37,14 +38,14 @@ from .mqtt import MqttBridge, MqttError
 from .playlist import Playlist
 from .producer import Producer, fault_from_env
 from .renderer import DisplayLost, HeadlessRenderer, PygameRenderer, WindowsRenderer
-from .ring import RingBuffer
+from .ring import RingBuffer, RingBufferError
 from .schedule import ModelWatch, Schedule
 from .source import FrameSource
 
 log = logging.getLogger(__name__)
 _LOADED = time.monotonic()
 
-EXIT_OK, EXIT_FAILURE = 0, 1
+EXIT_OK = 0
 STATUS_EVERY_S = 2.0
 OFF_POLL_S = 0.1  # frame-loop period while the screen is blanked or paused
 FPS_SMOOTHING = 0.05
@@ -219,6 +220,7 @@ class Daemon:
         self.started = time.monotonic()
         self._stop_reason: str | None = None
         self._reload = False
+        self._reloader: threading.Thread | None = None
         self.exit_code = EXIT_OK
         self.colour = ColourTransform(hue_degrees=config.display.hue_degrees,
                                       saturation=config.display.saturation)
@@ -330,6 +332,9 @@ class Daemon:
         for signum, handler in handlers.items():
             previous = signal.signal(signum, handler)
             stack.callback(signal.signal, signum, previous)
+        if EARLY.reload:  # a SIGHUP while starting: the config may have changed since it was read
+            EARLY.reload = False
+            self._reload = True
 
     def run(self) -> int:
         """Run until stopped; EXIT_OK, EXIT_FAILURE (supervisor should restart) or EXIT_USAGE."""
@@ -338,12 +343,17 @@ class Daemon:
             self._install_signals(stack)
             try:
                 self._start(stack)
-            except (LampLoadError, DeviceError, MetricsError, ControlError, MqttError) as exc:
+            except (LampLoadError, DeviceError, MetricsError, ControlError, MqttError,
+                    RingBufferError) as exc:
                 log.error("%s", exc)
                 return EXIT_USAGE
             except DisplayLost as exc:  # perhaps not up yet at boot: let the supervisor retry
                 log.critical("%s", exc)
                 return EXIT_FAILURE
+            except OSError as exc:
+                code, text = os_error_exit(exc)
+                log.critical("cannot start: %s", text)
+                return code
             except Exception as exc:  # noqa: BLE001 - one line, and let the supervisor retry
                 log.debug("start-up failed", exc_info=exc)
                 log.critical("cannot start: %s", one_line(f"{type(exc).__name__}: {exc}"))
@@ -521,10 +531,19 @@ class Daemon:
             self.producer.request_load(self.model_path(), self.device)
 
     def _reload_config(self) -> None:
-        """SIGHUP: what changed in the file (refused whole if invalid) goes the one live path;
-        a model file rewritten in place is loaded even if the config is the same. Anything that
-        goes wrong is refused with one line and the lamp goes on as it was."""
+        """SIGHUP (frame loop): read the config on a thread of its own, so that no file, however
+        big or slow to parse, stalls the frame loop; one reload at a time."""
+        if self._reloader is not None and self._reloader.is_alive():
+            return  # self._reload stays set: this SIGHUP is served once the running one is done
         self._reload = False
+        self._reloader = threading.Thread(target=self._read_reload, name="config-reload",
+                                          daemon=True)
+        self._reloader.start()
+
+    def _read_reload(self) -> None:
+        """What changed in the file (refused whole if invalid) goes the one live path; a model
+        file rewritten in place is loaded even if the config is the same. Anything that goes
+        wrong is refused with one line and the lamp goes on as it was."""
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lavalamp.models import one_line
 from lavalamp.models.checkpoint import Lamp
-from lavalamp.models.dream import Dream, frames_to_uint8
+from lavalamp.models.dream import Dream, NonFiniteFrames, check_frames, frames_to_uint8
 
 from .config import GuardConfig
 from .guard import Action, DriftGuard
@@ -20,8 +21,12 @@ from .metrics import DaemonMetrics
 log = logging.getLogger(__name__)
 
 
+MAX_FROZEN_DREAMS = 3  # fresh dreams in a row that freeze without ever moving: the lamp is broken
+
+
 class LampBroken(RuntimeError):
-    """The lamp produces unusable latents even right after a fresh start."""
+    """The lamp produces unusable latents or frames even right after a fresh start, or freezes
+    after every fresh start: no reseed can help, only a supervisor (and its alert)."""
 
 
 class FrameSource:
@@ -50,6 +55,7 @@ class FrameSource:
         self._fade_from: np.ndarray | None = None
         self._fade_done = 0
         self.motion = 0.0
+        self._frozen_dreams = 0  # dreams in a row that froze without moving
         self._seeds = None if seed is None else np.random.default_rng(seed)
         self._install(lamp, seed)
 
@@ -59,10 +65,12 @@ class FrameSource:
         return (self.frame_size, self.frame_size, 3)
 
     def _install(self, lamp: Lamp, seed: int | None) -> None:
-        self.lamp = lamp
-        self.dream = Dream(lamp, temperature=self.temperature, seed=seed)
-        self.guard = DriftGuard(config=self._guard_config, reference=lamp.reference,
-                                lamp_fps=lamp.data.lamp_fps, latent_size=lamp.latent_size)
+        """Make `lamp` the one dreamed: all its parts built first, then installed together, so a
+        lamp that fails half-way leaves the running one whole."""
+        dream = Dream(lamp, temperature=self.temperature, seed=seed)
+        guard = DriftGuard(config=self._guard_config, reference=lamp.reference,
+                           lamp_fps=lamp.data.lamp_fps, latent_size=lamp.latent_size)
+        self.lamp, self.dream, self.guard = lamp, dream, guard
         self.metrics.set_reference(lamp.reference)
         self.metrics.model_info.info({
             "name": lamp.name, "frame_size": str(lamp.frame_size),
@@ -128,24 +136,42 @@ class FrameSource:
             self.guard = DriftGuard(config=guard, reference=self.lamp.reference,
                                     lamp_fps=self.lamp.data.lamp_fps, latent_size=self.lamp.latent_size)
         if lamp is not None:
-            self._install(lamp, self._next_seed())
-            self._last_raw = None
-            self._start_fade()
+            self._swap(lamp)
         elif reseed is not None:
             self.reseed(*reseed)
+
+    def _swap(self, lamp: Lamp) -> None:
+        try:
+            self._install(lamp, self._next_seed())
+        except Exception as exc:  # noqa: BLE001 - the running lamp stays, whole
+            log.error("new checkpoint refused: %s; the current lamp keeps running",
+                      one_line(f"{type(exc).__name__}: {exc}"))
+            self.metrics.model_swaps.labels("refused").inc()
+            return
+        self._last_raw = None
+        self._start_fade()
 
     def next_batch(self, n: int) -> np.ndarray:
         """The next n frames (n,S,S,3) uint8, guarded and cross-faded."""
         self._apply_requests()
         latents = self._guarded_latents(n)
-        raw = self._decode(latents)
+        raw = self._decoded(latents)
         action = self._observe_motion(raw)
         frames = self._fade(raw)
         self._last, self._last_raw = frames[-1].copy(), raw[-1].copy()
         if action.kind == "reseed":
             log.warning("drift guard: %s (motion %.3f)", action.reason, self.motion)
+            self._count_frozen(action.reason)
             self.reseed(action.reason)
         return frames
+
+    def _count_frozen(self, reason: str) -> None:
+        if reason != "frozen":
+            return
+        self._frozen_dreams += 1
+        if self._frozen_dreams >= MAX_FROZEN_DREAMS:
+            raise LampBroken(f"the lamp froze in {self._frozen_dreams} fresh dreams in a row "
+                             "without ever moving")
 
     def _guarded_latents(self, n: int) -> torch.Tensor:
         latents = self.dream.advance(n)
@@ -163,13 +189,26 @@ class FrameSource:
         self.metrics.set_latent(self.guard.stats, self.guard.distance)
         return latents
 
+    def _decoded(self, latents: torch.Tensor) -> np.ndarray:
+        """Frames for `latents`; non-finite frames are caught like non-finite latents: a fresh
+        dream, and LampBroken if its frames are not finite either."""
+        try:
+            return self._decode(latents)
+        except NonFiniteFrames as exc:
+            log.warning("drift guard: the lamp decoded non-finite frames (%s)", exc)
+        self.reseed("non_finite")
+        try:
+            return self._decode(self._guarded_latents(len(latents)))
+        except NonFiniteFrames as exc:
+            raise LampBroken(f"the lamp decodes non-finite frames right after a fresh start ({exc})") \
+                from None
+
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
-        if self.lamp.frame_size == self.frame_size:
-            return self.dream.decode(latents)
         with torch.inference_mode():
-            frames = self.lamp.decode(latents)
-            frames = F.interpolate(frames, size=(self.frame_size, self.frame_size),
-                                   mode="bilinear", antialias=True, align_corners=False)
+            frames = check_frames(self.lamp.decode(latents.to(self.lamp.latent_mean.device)))
+            if self.lamp.frame_size != self.frame_size:
+                frames = F.interpolate(frames, size=(self.frame_size, self.frame_size),
+                                       mode="bilinear", antialias=True, align_corners=False)
         return frames_to_uint8(frames)
 
     def _observe_motion(self, frames: np.ndarray) -> Action:
@@ -177,6 +216,8 @@ class FrameSource:
         previous = self._last_raw if self._last_raw is not None else frames[0]
         stack = np.concatenate([previous[None], frames]).astype(np.int16)
         motion = np.abs(np.diff(stack, axis=0)).mean(axis=(1, 2, 3))
+        if motion.max() >= self._guard_config.freeze_motion:
+            self._frozen_dreams = 0
         self.motion = float(motion[-1])
         self.metrics.motion.set(self.motion)
         return self.guard.check_motion(motion.tolist())

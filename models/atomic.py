@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the same folder, flushed to disk, then renamed over."""
+"""Atomic file writes (a temporary file in the same folder, flushed to disk, then renamed over),
+and the checks that an output can be written at all, made before any work."""
 
 from __future__ import annotations
 
@@ -41,3 +42,36 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_output_file(path: str | Path, what: str = "output") -> Path:
+    """`path` if a file can be written there (ValueError naming it if not): not a folder, and
+    its folder exists and is writable. Made before the work, not after it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a folder, not a file")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"{what} folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} folder {str(folder)!r} is not writable")
+    return path
+
+
+def check_output_folder(path: str | Path, what: str = "output folder") -> Path:
+    """`path` if it is a writable folder, or can be made one (its nearest existing parent is a
+    writable folder); ValueError naming it if not."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{what} {str(path)!r} exists and is not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"{what} {str(path)!r} is not writable")
+        return path
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {str(path)!r} cannot be created: {str(parent)!r} is not a "
+                         "writable folder")
+    return path

@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from . import __version__, one_line
 from .atomic import atomic_write_bytes
 from .conv import ConvDecoder, ConvEncoder
+from .header import (MAX_CHECKPOINT_BYTES, DataInfo, HeaderError, LampHeader, check_tensors,
+                     parse_lamp, split_file)
 from .latent import LatentStats
-from .rnn import LatentRNN, LatentRNNConfig
-from .upsample import Upsampler, UpsamplerConfig
+from .rnn import LatentRNN
+from .upsample import Upsampler
 from .vae import VAEConfig
 
 FORMAT = "neural-lavalamp"
 FORMAT_VERSION = 1
 DEFAULT_LAMP_FILE = "default_lamp.safetensors"
-DECODER_CONFIGS = {"vae": VAEConfig}
 
 
 class LampLoadError(ValueError):
@@ -33,23 +35,6 @@ class LampLoadError(ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(one_line(message))
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataInfo:
-    """The footage a lamp was trained on."""
-
-    fps: float
-    """Frame rate of the source footage in frames per second."""
-    frame_step: int = 1
-    """Training used every frame_step-th source frame; one generated frame spans this many."""
-    description: str = ""
-    """Where the footage came from, in words."""
-
-    @property
-    def lamp_fps(self) -> float:
-        """Generated frames per second of real lamp time."""
-        return self.fps / self.frame_step
 
 
 @dataclass(kw_only=True)
@@ -145,118 +130,90 @@ def save_lamp(lamp: Lamp, path: str | Path) -> None:
 
 
 def load_lamp(path: str | Path | None = None, device: torch.device | str = "cpu") -> Lamp:
-    """Read a lamp (None = the shipped default) onto `device`, modules in eval mode."""
+    """Read a lamp (None = the shipped default) onto `device`, modules in eval mode, and prove that
+    it can be shown (dream.prove_lamp): a lamp that would only ever show black is refused here.
+
+    The whole header is validated (header.py: types, ranges, sizes, every tensor's dtype and shape
+    against the architecture) before any module is built or any weight read; nothing is unpickled.
+    """
+    from .dream import prove_lamp  # the dream is built on the checkpoint
+
     path = Path(path) if path is not None else default_lamp_path()
     try:
-        header = _read_header(path)
+        data = _read_file(path)
         try:
-            lamp = _build_lamp(header, _read_tensors(path))
-        except LampLoadError as exc:
+            header, index = _read_header(data)
+            check_tensors(header, index)
+            lamp = _build_lamp(header, _read_tensors(data)).to(device)
+            prove_lamp(lamp)
+        except (LampLoadError, HeaderError) as exc:
             raise LampLoadError(f"{path}: {exc}") from None
-        return lamp.to(device)
+        return lamp
     except LampLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - a checkpoint must never crash its reader
         raise LampLoadError(f"{path}: cannot use this checkpoint ({type(exc).__name__}: {exc})") from None
 
 
-def _read_header(path: Path) -> dict[str, Any]:
+def _read_file(path: Path) -> bytes:
+    """The whole file, read into memory (never memory-mapped: a checkpoint overwritten in place,
+    `cp new old`, would kill a process still using the old tensors with SIGBUS), at most
+    MAX_CHECKPOINT_BYTES of it."""
     if not path.is_file():
         raise LampLoadError(f"{path}: checkpoint not found")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise LampLoadError(f"{path}: not a readable neural-lavalamp checkpoint "
-                            f"(truncated, or not a safetensors file: {exc})") from None
+        with path.open("rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_CHECKPOINT_BYTES:
+                raise LampLoadError(f"{path}: over {MAX_CHECKPOINT_BYTES // 2**30} GiB: not a lamp")
+            data = f.read(MAX_CHECKPOINT_BYTES + 1)
+    except OSError as exc:
+        raise LampLoadError(f"{path}: cannot read checkpoint: {exc.strerror or exc}") from None
+    if len(data) > MAX_CHECKPOINT_BYTES:
+        raise LampLoadError(f"{path}: over {MAX_CHECKPOINT_BYTES // 2**30} GiB: not a lamp")
+    return data
+
+
+def _read_header(data: bytes) -> tuple[LampHeader, dict]:
+    try:
+        metadata, index = split_file(data)
+    except HeaderError as exc:
+        raise LampLoadError(f"not a readable neural-lavalamp checkpoint (truncated, or not a "
+                            f"safetensors file: {exc})") from None
     if metadata.get("format") != FORMAT:
-        raise LampLoadError(f"{path}: a safetensors file, but not a neural-lavalamp checkpoint")
+        raise LampLoadError("a safetensors file, but not a neural-lavalamp checkpoint")
     version = metadata.get("format_version")
     if version != str(FORMAT_VERSION):
-        raise LampLoadError(f"{path}: checkpoint format version {version} (written by "
-                            f"neural-lavalamp {metadata.get('package_version', '?')}); this is "
+        raise LampLoadError(f"checkpoint format version {str(version)[:20]} (written by "
+                            f"neural-lavalamp {metadata.get('package_version', '?')[:40]}); this is "
                             f"neural-lavalamp {__version__}, which reads version {FORMAT_VERSION}")
-    try:
-        header = json.loads(metadata["lamp"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise LampLoadError(f"{path}: checkpoint header is damaged: {exc}") from None
-    header["package_version"] = metadata.get("package_version", "?")
-    return header
+    if "lamp" not in metadata:
+        raise LampLoadError("checkpoint header is damaged: no 'lamp' entry")
+    return parse_lamp(metadata["lamp"]), index
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    # Read into memory, never memory-map: a checkpoint overwritten in place (`cp new old`) would
-    # otherwise kill a process still using the old tensors with SIGBUS.
+def _read_tensors(data: bytes) -> dict[str, torch.Tensor]:
     try:
-        return load(path.read_bytes())
+        return load(data)
     except (SafetensorError, OSError, ValueError) as exc:
-        raise LampLoadError(f"{path}: checkpoint weights are unreadable (truncated?): {exc}") from None
+        raise LampLoadError(f"checkpoint weights are unreadable (truncated?): {exc}") from None
 
 
-def _build_lamp(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Lamp:
-    kind = header.get("decoder_kind")
-    if kind not in DECODER_CONFIGS:
-        raise LampLoadError(f"unknown decoder kind {kind!r} (expected 'vae')")
-    decoder_config = _config(DECODER_CONFIGS[kind], header.get("decoder_config"), "decoder")
-    rnn_config = _config(LatentRNNConfig, header.get("rnn_config"), "rnn")
-    if decoder_config.latent_size != rnn_config.latent_size:
-        raise LampLoadError(f"decoder latent size {decoder_config.latent_size} and latent RNN "
-                            f"latent size {rnn_config.latent_size} disagree")
-    upsampler_config = _upsampler_config(header.get("upsampler_config"), decoder_config.frame_size)
-    decoder, rnn = decoder_config.decoder(), LatentRNN(rnn_config)
-    encoder = decoder_config.encoder(2 * decoder_config.latent_size) if header.get("has_encoder") else None
-    upsampler = Upsampler(upsampler_config) if upsampler_config is not None else None
+def _build_lamp(header: LampHeader, tensors: dict[str, torch.Tensor]) -> Lamp:
+    """The lamp a validated header describes, its modules built and loaded strictly."""
+    config = header.decoder
+    decoder, rnn = config.decoder(), LatentRNN(header.rnn)
+    encoder = config.encoder(2 * config.latent_size) if header.has_encoder else None
+    upsampler = Upsampler(header.upsampler) if header.upsampler is not None else None
     modules = (("decoder", decoder), ("rnn", rnn), ("encoder", encoder), ("upsampler", upsampler))
     for prefix, module in modules:
         if module is not None:
             _load_weights(module, prefix, tensors)
-    latent = {k: _tensor(tensors, f"latent.{k}") for k in ("mean", "std", "start_contexts")}
-    d = decoder_config.latent_size
-    if latent["mean"].shape != (d,) or latent["std"].shape != (d,) or \
-            latent["start_contexts"].dim() != 3 or latent["start_contexts"].shape[-1] != d:
-        raise LampLoadError(f"latent statistics do not have latent size {d}")
-    try:
-        reference = LatentStats(**header["reference"])
-        data = DataInfo(**header["data"])
-    except (KeyError, TypeError) as exc:
-        raise LampLoadError(f"checkpoint header is incomplete: {exc}") from None
-    for _, m in modules:
-        if m is not None:
-            m.eval()
-    return Lamp(name=str(header.get("name", "lamp")), decoder_kind=kind, decoder_config=decoder_config,
-                decoder=decoder, rnn=rnn, latent_mean=latent["mean"], latent_std=latent["std"],
-                reference=reference, start_contexts=latent["start_contexts"], data=data,
-                encoder=encoder, upsampler=upsampler, training=dict(header.get("training") or {}),
-                temperature=_positive(header.get("temperature", 1.0), "temperature"))
-
-
-def _upsampler_config(values: Any, base_size: int) -> UpsamplerConfig | None:
-    if values is None:
-        return None
-    config = _config(UpsamplerConfig, values, "upsampler")
-    if config.in_size != base_size:
-        raise LampLoadError(f"upsampler takes {config.in_size} px frames but the decoder makes "
-                            f"{base_size} px frames")
-    return config
-
-
-def _positive(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise LampLoadError(f"checkpoint header: {what} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _config(cls: type, values: Any, what: str) -> Any:
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise LampLoadError(f"invalid {what} architecture config {values!r}: {exc}") from None
-
-
-def _tensor(tensors: dict[str, torch.Tensor], key: str) -> torch.Tensor:
-    if key not in tensors:
-        raise LampLoadError(f"tensor {key!r} is missing")
-    return tensors[key]
+            module.eval()
+    return Lamp(name=header.name, decoder_kind=header.decoder_kind, decoder_config=config,
+                decoder=decoder, rnn=rnn, latent_mean=tensors["latent.mean"],
+                latent_std=tensors["latent.std"], reference=header.reference,
+                start_contexts=tensors["latent.start_contexts"], data=header.data, encoder=encoder,
+                upsampler=upsampler, training=dict(header.training), temperature=header.temperature)
 
 
 def _load_weights(module: torch.nn.Module, prefix: str, tensors: dict[str, torch.Tensor]) -> None:

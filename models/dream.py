@@ -5,8 +5,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checkpoint import Lamp
+from .checkpoint import Lamp, LampLoadError
 from .stepper import LatentStepper
+
+PROOF_CONTEXTS = 16  # start contexts decoded when a lamp is loaded (spread over all of them)
+PROOF_STEPS = 300  # dream steps a lamp must take with finite latents when it is loaded
+PROOF_DECODES = 6  # of those, frames decoded
+MIN_FRAME_SPREAD = 0.05 / 255  # a frame whose every channel varies less than this is flat
+
+
+class NonFiniteFrames(ValueError):
+    """The lamp decoded NaN or infinite pixels."""
 
 
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -17,6 +26,53 @@ def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
 def frames_to_float(frames: np.ndarray) -> torch.Tensor:
     """uint8 frames (B,S,S,3) -> float (B,3,S,S) in [0,1] (the inverse of frames_to_uint8)."""
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def check_frames(frames: torch.Tensor) -> torch.Tensor:
+    """`frames` (B,3,S,S) if every pixel is finite, else NonFiniteFrames (a cast to uint8 would
+    turn NaN into black and the lamp would look merely dark)."""
+    if not bool(torch.isfinite(frames).all()):
+        raise NonFiniteFrames(f"{int((~torch.isfinite(frames)).sum())} non-finite pixel values")
+    return frames
+
+
+@torch.inference_mode()
+def prove_lamp(lamp: Lamp) -> None:
+    """Refuse (LampLoadError) a lamp that could not be shown, before it is: its latent statistics
+    and start contexts finite, finite and non-flat frames decoded from its real start contexts,
+    finite latents for PROOF_STEPS dream steps and finite, non-flat frames from some of them."""
+    for name in ("latent_mean", "latent_std", "start_contexts"):
+        if not bool(torch.isfinite(getattr(lamp, name)).all()):
+            raise LampLoadError(f"{name} holds non-finite values")
+    contexts = lamp.start_contexts
+    pick = torch.linspace(0, len(contexts) - 1, min(len(contexts), PROOF_CONTEXTS)).round().long()
+    _prove_frames(lamp, contexts[pick, -1], "its start contexts")
+    latents = Dream(lamp, seed=0).advance(PROOF_STEPS)
+    bad = (~torch.isfinite(latents)).any(dim=1).nonzero()
+    if len(bad):
+        raise LampLoadError(f"the lamp dreams non-finite latents (from step {int(bad[0]) + 1} of a "
+                            f"{PROOF_STEPS}-step test dream)")
+    _prove_frames(lamp, latents[PROOF_STEPS // PROOF_DECODES - 1::PROOF_STEPS // PROOF_DECODES],
+                  "a test dream")
+
+
+def _prove_frames(lamp: Lamp, latents: torch.Tensor, where: str) -> None:
+    frames = lamp.decode(latents.to(lamp.latent_mean.device))
+    expected = (len(latents), 3, lamp.frame_size, lamp.frame_size)
+    if tuple(frames.shape) != expected:
+        raise LampLoadError(f"the lamp decodes frames of shape {tuple(frames.shape)[1:]} from "
+                            f"{where}, not {expected[1:]}")
+    try:
+        check_frames(frames)
+    except NonFiniteFrames as exc:
+        raise LampLoadError(f"the lamp decodes non-finite frames from {where} ({exc}: are its "
+                            "weights damaged?)") from None
+    pixels = frames.flatten(2)  # (B,3,S*S)
+    spread = (pixels.amax(dim=2) - pixels.amin(dim=2)).amax(dim=1)  # per frame, widest channel
+    flat = int((spread < MIN_FRAME_SPREAD).sum())
+    if flat:
+        raise LampLoadError(f"the lamp decodes flat frames (a single colour) from {where}: "
+                            f"{flat} of {len(frames)}")
 
 
 def fresh_seed() -> int:

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, check_output_file
 
 SUPPORTED_SUFFIXES = (".npz", ".png", ".gif", ".mp4")
 
@@ -25,13 +25,9 @@ def check_video_path(path: str | Path) -> str:
 
 
 def check_output_path(path: str | Path) -> str:
-    """check_video_path, and that the file's folder exists and is writable (ValueError if not)."""
+    """check_video_path, and that a file can be written there (atomic.check_output_file)."""
     suffix = check_video_path(path)
-    folder = Path(path).parent
-    if not folder.is_dir():
-        raise ValueError(f"output folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"output folder {str(folder)!r} is not writable")
+    check_output_file(path)
     return suffix
 
 

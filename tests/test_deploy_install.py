@@ -64,7 +64,7 @@ def test_system_unit_runs_the_venv_lamp_as_a_watched_notify_service():
                  "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
                  "StateDirectory=lavalamp",
                  "ReadOnlyPaths=/opt/lavalamp/.venv /etc/lavalamp /opt/lavalamp/models",
-                 "ExecStartPre=/opt/lavalamp/.venv/bin/lavalamp check-config --config /etc/lavalamp/config.yaml",
+                 "ExecStartPre=/opt/lavalamp/.venv/bin/lavalamp check-config --offline --config /etc/lavalamp/config.yaml",
                  "ExecStart=/opt/lavalamp/.venv/bin/lavalamp run --config /etc/lavalamp/config.yaml "
                  "--model /opt/lavalamp/models/lamp.safetensors"):
         assert line in lines, line

@@ -139,14 +139,14 @@ def test_missing_model_exits_2_with_a_clear_message(tmp_path, reference, capsys)
 @pytest.mark.parametrize("content, message", [
     (b"not a zip", "ref.npz: not a readable .npz archive"),
     (None, "ref.npz: .npz has no 'frames' array"),
-    ("short", "ref.npz: reference of 20 frames is too short: at least 34 at 30 fps"),
+    ("short", "ref.npz: reference of 100 frames is too short: at least 150 at 30 fps"),
 ])
 def test_bad_reference_exits_2_with_a_clear_message(tmp_path, capsys, content, message):
     save_lamp(make_lamp(), tmp_path / "lamp.safetensors")
     if content is None:
         np.savez(tmp_path / "ref.npz", pictures=np.zeros((3, 8, 8, 3), np.uint8))
     elif content == "short":
-        np.savez(tmp_path / "ref.npz", frames=moving_clip(20), fps=FPS)
+        np.savez(tmp_path / "ref.npz", frames=moving_clip(100), fps=FPS)
     else:
         (tmp_path / "ref.npz").write_bytes(content)
     code = main(["eval", "--model", str(tmp_path / "lamp.safetensors"), "--reference",

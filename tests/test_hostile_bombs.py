@@ -90,7 +90,11 @@ def test_a_checkpoint_error_quotes_a_bounded_excerpt(tmp_path, lamp_path):
     assert "\n" not in str(err.value) and len(str(err.value)) <= 400
 
 
-def test_an_alias_bomb_on_sighup_does_not_stall_the_frame_loop(tmp_path, lamp_path, caplog):
+SLOW_TO_PARSE = "display:\n  scaling: [" + ", ".join(["1"] * 80_000) + "]\n"  # 240 KB, under the bound
+
+
+@pytest.mark.parametrize("text", [alias_bomb(7), SLOW_TO_PARSE], ids=["alias bomb", "slow to parse"])
+def test_a_bomb_on_sighup_does_not_stall_the_frame_loop(tmp_path, lamp_path, caplog, text):
     config = tmp_path / "c.yaml"
     write_config(config)
     registry = CollectorRegistry()
@@ -100,7 +104,7 @@ def test_an_alias_bomb_on_sighup_does_not_stall_the_frame_loop(tmp_path, lamp_pa
     def poke():
         shown = lambda: metric(registry, "lavalamp_frames_displayed_total")  # noqa: E731
         poke.ok = wait_until(lambda: shown() > 2, 30)
-        config.write_text(alias_bomb(7))
+        config.write_text(text)
         os.kill(os.getpid(), signal.SIGHUP)
         poke.refused = wait_until(
             lambda: metric(registry, "lavalamp_config_reloads_total", {"result": "refused"}) == 1, 30)

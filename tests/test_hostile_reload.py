@@ -149,3 +149,26 @@ def test_start_up_with_a_hostile_config_or_checkpoint_is_one_line_and_exit_2(tmp
     assert run.proc.wait(60) == EXIT_USAGE
     out = run.output()
     assert "Traceback" not in out and f"{model}: " in out
+
+
+@pytest.mark.parametrize("body", [b"[" * 30000 + b"]" * 30000,
+                                  b'{"brightness": ' + b"[" * 30000 + b"]" * 30000 + b"}",
+                                  b'{"brightness": ' + b"9" * 5000 + b"}",
+                                  b'{"brightness": 0.5, "brightness": "\\ud800"}',
+                                  b"\xff\xfe{}"])
+def test_the_control_apis_hostile_bodies_are_refused_400_and_the_lamp_goes_on(tmp_path, lamp_path,
+                                                                            body, caplog):
+    """The control API is a reload path too: a body its JSON reader chokes on is a 400, never a
+    500 with a traceback."""
+    from .daemon_helpers import drive
+    from .test_control import call, daemon, serving
+
+    d, port = daemon(tmp_path, lamp_path)
+
+    def check(d):
+        assert serving(d, port)
+        return call(port, "PATCH", "/api/settings", body)
+
+    status, _, answer = drive(d, check)
+    assert status == 400, answer[:300]
+    assert "Traceback" not in caplog.text and d.config.display.brightness == 1.0

@@ -52,6 +52,7 @@ CRITIC_SIZE px); its balanced
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import logging
@@ -69,7 +70,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from lavalamp.models import EXIT_USAGE
-from lavalamp.models.atomic import atomic_write_bytes
+from lavalamp.models.atomic import atomic_write_bytes, check_output_folder
 from lavalamp.models.checkpoint import Lamp, LampLoadError, load_lamp
 from lavalamp.models.dream import Dream
 from lavalamp.models.latent import LatentStats, latent_stats
@@ -135,8 +136,9 @@ class EvalConfig:
     spread (a single critic's accuracy moves by a few points from seed to seed)."""
 
     def __post_init__(self) -> None:
-        if self.frames < 2 * CLIP_FRAMES:
-            raise ValueError(f"frames must be at least {2 * CLIP_FRAMES}, got {self.frames}")
+        if self.frames < minimum_lengths(1)[0]:
+            raise ValueError(f"frames must be at least {minimum_lengths(1)[0]} (what the critics "
+                             f"need), got {self.frames}")
         if self.skip < 0 or self.min_gap_steps < 1 or self.critic_steps < 0:
             raise ValueError(f"skip >= 0, min_gap_steps >= 1 and critic_steps >= 0 are required: {self}")
         if not 1 <= self.critic_seeds <= MAX_CRITIC_SEEDS:
@@ -154,8 +156,9 @@ def load_reference(path: str | Path, frame_size: int) -> tuple[np.ndarray, float
     reader = open_source(Path(path))
     box = (0, 0, *reader.size)
     frames = np.stack([resize_frame(image, box, frame_size) for image in reader.images()])
-    if len(frames) < 2 * CLIP_FRAMES:
-        raise FootageError(f"{path}: reference has {len(frames)} frames; at least {2 * CLIP_FRAMES} needed")
+    if len(frames) < minimum_lengths(1)[1]:
+        raise FootageError(f"{path}: reference has {len(frames)} frames; at least "
+                           f"{minimum_lengths(1)[1]} needed")
     return frames, reader.fps
 
 
@@ -463,10 +466,11 @@ def _scores(critic: Critic, examples: Examples) -> torch.Tensor:
     return torch.cat([critic(examples.batch(p)) for p in np.array_split(picks, max(1, len(picks) // 256))])
 
 
-def clip_starts(clips: list[np.ndarray], span: int) -> np.ndarray:
-    """Indices into the clips end to end where `span` consecutive frames lie within one clip."""
-    ends = np.cumsum([len(clip) for clip in clips])
-    return np.concatenate([np.arange(end - len(clip), end - span + 1) for clip, end in zip(clips, ends)])
+def clip_starts(lengths: list[int], span: int) -> np.ndarray:
+    """Indices into clips of `lengths` frames end to end where `span` frames lie within one clip."""
+    ends = np.cumsum(lengths)
+    return np.concatenate([np.arange(end - n, max(end - n, end - span + 1))
+                           for n, end in zip(lengths, ends)]).astype(int)
 
 
 def critics(generated: np.ndarray, reference: np.ndarray | list[np.ndarray], step: int,
@@ -474,27 +478,52 @@ def critics(generated: np.ndarray, reference: np.ndarray | list[np.ndarray], ste
     """Frame and clip critics, generated vs reference and reference A vs B (see module docstring)."""
     clips = as_clips(reference)
     reference = np.concatenate(clips)
-    gen, ref = critic_frames(generated), critic_frames(reference)
+    lengths = [len(c) for c in clips]
+    pairs = critic_pairs(critic_frames(generated), critic_frames(reference), step, lengths)
+    if generated.shape[1] >= SHARP_CRITIC_SIZE:
+        sharp = critic_pairs(critic_frames(generated, SHARP_CRITIC_SIZE),
+                             critic_frames(reference, SHARP_CRITIC_SIZE), step, lengths)
+        pairs[f"frames_{SHARP_CRITIC_SIZE}"] = sharp["frames"]
+        pairs[f"reference_baseline_frames_{SHARP_CRITIC_SIZE}"] = sharp["reference_baseline_frames"]
+    return {name: repeated_critic_test(real, fake, config, seed=config.seed + i)
+            for i, (name, (real, fake)) in enumerate(pairs.items())}
+
+
+def critic_pairs(gen: torch.Tensor, ref: torch.Tensor, step: int,
+                 lengths: list[int] | None = None) -> dict[str, tuple[Examples, Examples]]:
+    """The (real, fake) example sets of each critic test, from frames (T,...) of each side; the
+    reference is clips of `lengths` frames end to end (one clip when None)."""
     one, clip = np.zeros(1, int), np.arange(CLIP_FRAMES)
-    ref_clip_starts = clip_starts(clips, step * (CLIP_FRAMES - 1) + 1)
+    ref_clip_starts = clip_starts(lengths or [len(ref)], step * (CLIP_FRAMES - 1) + 1)
     a, b = alternating_blocks(len(ref_clip_starts), BASELINE_BLOCKS)
     fa, fb = alternating_blocks(len(ref), BASELINE_BLOCKS)
-    pairs = {
+    return {
         "frames": (Examples(ref, np.arange(len(ref)), one), Examples(gen, np.arange(len(gen)), one)),
         "clips": (Examples(ref, ref_clip_starts, clip * step),
-                  Examples(gen, np.arange(len(gen) - CLIP_FRAMES + 1), clip)),
+                  Examples(gen, np.arange(max(0, len(gen) - CLIP_FRAMES + 1)), clip)),
         "reference_baseline_frames": (Examples(ref, fa, one), Examples(ref, fb, one)),
         "reference_baseline_clips": (Examples(ref, ref_clip_starts[a], clip * step),
                                      Examples(ref, ref_clip_starts[b], clip * step)),
     }
-    if generated.shape[1] >= SHARP_CRITIC_SIZE:
-        sharp_gen, sharp_ref = critic_frames(generated, SHARP_CRITIC_SIZE), critic_frames(reference, SHARP_CRITIC_SIZE)
-        pairs[f"frames_{SHARP_CRITIC_SIZE}"] = (Examples(sharp_ref, np.arange(len(sharp_ref)), one),
-                                                Examples(sharp_gen, np.arange(len(sharp_gen)), one))
-        pairs[f"reference_baseline_frames_{SHARP_CRITIC_SIZE}"] = (Examples(sharp_ref, fa, one),
-                                                                   Examples(sharp_ref, fb, one))
-    return {name: repeated_critic_test(real, fake, config, seed=config.seed + i)
-            for i, (name, (real, fake)) in enumerate(pairs.items())}
+
+
+@functools.lru_cache(maxsize=64)
+def minimum_lengths(step: int) -> tuple[int, int]:
+    """(generated frames, reference frames) every critic test needs at least, at this lamp-rate
+    step: the shortest lengths for which every test keeps training and held-out examples on both
+    sides after the time-block split (found by trying, so the documented minimum is the real one)."""
+    def usable(gen: int, ref: int) -> bool:
+        placeholder = lambda n: torch.empty((n, 0))  # noqa: E731 - only lengths matter here
+        for real, fake in critic_pairs(placeholder(gen), placeholder(ref), step).values():
+            if not (len(real) and len(fake)) or not all(map(len, held_out_split(real, fake))):
+                return False
+        return True
+
+    plenty = 4 * CRITIC_BLOCKS * (step * CLIP_FRAMES + BASELINE_BLOCKS)
+    gen = next(n for n in range(2 * CLIP_FRAMES, plenty) if usable(n, plenty))
+    ref = next(n for n in range(step * (CLIP_FRAMES - 1) + 2 * BASELINE_BLOCKS, plenty)
+               if usable(plenty, n))
+    return gen, ref
 
 
 def repeated_critic_test(real: Examples, fake: Examples, config: EvalConfig, *, seed: int) -> dict[str, Any]:
@@ -515,7 +544,7 @@ def repeated_critic_test(real: Examples, fake: Examples, config: EvalConfig, *, 
 def check_reference_length(length: int, reference_fps: float, lamp_fps: float) -> int:
     """The lamp-rate step, once the reference is known to be long enough for every metric."""
     step = lamp_rate_step(reference_fps, lamp_fps)
-    needed = step * (CLIP_FRAMES - 1) + 2 * BASELINE_BLOCKS
+    needed = minimum_lengths(step)[1]
     if length < needed:
         raise FootageError(f"reference of {length} frames is too short: at least {needed} at "
                            f"{reference_fps:g} fps are needed for clips of {CLIP_FRAMES} lamp steps")
@@ -679,8 +708,7 @@ def run_eval(args: argparse.Namespace) -> int:
         config = EvalConfig(frames=args.frames, skip=args.skip, seed=args.seed,
                             temperature=args.temperature, critic_steps=args.critic_steps,
                             critic_seeds=args.critic_seeds)
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out}: exists and is not a folder")
+        check_output_folder(out, "--out")
     except ValueError as exc:
         print(f"lavalamp eval: {exc}", file=sys.stderr)
         return EXIT_USAGE

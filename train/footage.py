@@ -41,6 +41,7 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 FRAME_SIZES = (64, 128, 256)
 ANALYSIS_SIDE = 160
+MIN_SOURCE_SIDE = 16  # pixels each way of the picture (after cropping) a lamp can learn from
 """Auto-crop analyses frames shrunk (area filter) so that their longer side is at most this."""
 AUTO_CROP_THRESHOLD = 0.3
 """A pixel belongs to the lamp when its score (0..1, see `lamp_score`) is above this."""
@@ -341,10 +342,13 @@ class _NpzClip:
 
 def _ingest(reader: _Reader, config: FootageConfig, min_frames: int) -> tuple[np.ndarray, float, str]:
     """Stream one source through crop, resize, de-duplication and frame step."""
+    _check_box(reader, (0, 0, *reader.size))
     box, how = _crop_box(reader, config)
-    kept, distinct, decoded, last = [], 0, 0, None
+    _check_box(reader, box)
+    kept, distinct, decoded, last, extrema = [], 0, 0, None, None
     for image in reader.images():
         decoded += 1
+        extrema = _extrema(image, extrema)
         frame = resize_frame(image, box, config.frame_size)
         if last is not None and config.dedupe_threshold > 0 and \
                 mean_abs_diff(frame, last) < config.dedupe_threshold:
@@ -356,8 +360,34 @@ def _ingest(reader: _Reader, config: FootageConfig, min_frames: int) -> tuple[np
         raise FootageError(f"{reader.path}: contains no frames")
     frames = np.stack(kept)
     _check_length(reader, config, len(frames), min_frames)
+    _check_not_flat(reader, extrema)
     fps = reader.fps * distinct / decoded
     return frames, fps, _describe(reader, config, box, how, decoded, distinct, fps, len(frames))
+
+
+def _check_box(reader: _Reader, box: tuple[int, int, int, int]) -> None:
+    """The picture a lamp learns from is at least MIN_SOURCE_SIDE pixels each way."""
+    width, height = box[2] - box[0], box[3] - box[1]
+    if width < MIN_SOURCE_SIDE or height < MIN_SOURCE_SIDE:
+        raise FootageError(f"{reader.path}: frames of {width}x{height} pixels"
+                           f"{' after cropping' if (width, height) != tuple(reader.size) else ''}; "
+                           f"at least {MIN_SOURCE_SIDE}x{MIN_SOURCE_SIDE} are needed")
+
+
+def _extrema(image: Image.Image, seen: tuple[tuple[int, int], ...] | None) -> tuple[tuple[int, int], ...]:
+    """Each band's (lowest, highest) value over `image` and what was `seen` before it."""
+    bands = image.getextrema()
+    bands = (bands,) if isinstance(bands[0], (int, float)) else bands  # one band (L, P)
+    if seen is None or len(seen) != len(bands):
+        return bands
+    return tuple((min(a[0], b[0]), max(a[1], b[1])) for a, b in zip(seen, bands))
+
+
+def _check_not_flat(reader: _Reader, extrema: tuple[tuple[int, int], ...] | None) -> None:
+    """Footage that is one flat colour throughout would train a lamp showing that colour."""
+    if extrema is not None and all(lo == hi for lo, hi in extrema):
+        raise FootageError(f"{reader.path}: the footage is a single flat colour throughout: there "
+                           "is no lamp in it to learn")
 
 
 def _check_length(reader: _Reader, config: FootageConfig, length: int, min_frames: int) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from lavalamp.models import EXIT_USAGE
-from lavalamp.models.atomic import atomic_write_bytes
+from lavalamp.models.atomic import atomic_write_bytes, check_output_file, check_output_folder
 from lavalamp.models.device import DeviceError, resolve_device
 
 from .distributed import barrier, join_world, leave_world
@@ -88,6 +88,9 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
         config = TrainConfig(**settings["train"])
+        check_output_folder(args.run_dir, "--run-dir")
+        if args.out is not None:  # the default lies in the run folder, which the run makes
+            check_output_file(args.out, "--out")
         device = resolve_device(args.device)
         world = join_world(device)
         clips = _footage(settings, config)
