@@ -168,3 +168,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def refused_reload_keeps_running(daemon, registry, rewrite) -> None:
+    """Run `daemon` headless; once it shows frames, `rewrite()` its config and SIGHUP it; assert the
+    reload was refused, the lamp went on showing frames, and the daemon stopped cleanly."""
+    import os
+    import signal
+    import threading
+
+    from lavalamp.daemon.service import EXIT_OK
+
+    from .fakes import metric, wait_until
+
+    results = {}
+
+    def poke():
+        shown = lambda: metric(registry, "lavalamp_frames_displayed_total")  # noqa: E731
+        results["showing"] = wait_until(lambda: shown() > 2, 30)
+        rewrite()
+        os.kill(os.getpid(), signal.SIGHUP)
+        results["refused"] = wait_until(
+            lambda: metric(registry, "lavalamp_config_reloads_total", {"result": "refused"}) == 1, 30)
+        now = shown()
+        results["still_running"] = wait_until(lambda: shown() > now + 5, 30)
+        daemon.request_stop("test")
+
+    thread = threading.Thread(target=poke)
+    thread.start()
+    assert daemon.run() == EXIT_OK
+    thread.join(30)
+    assert results == {"showing": True, "refused": True, "still_running": True}, results

@@ -2,19 +2,16 @@
 expansion) and what an error message quotes are bounded, so that no file can make the loader run
 for long, take much memory, or write a huge log line, at start-up or on SIGHUP."""
 
-import os
-import signal
-import threading
 import time
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from lavalamp.daemon.config import ConfigError, load_config
-from lavalamp.daemon.service import EXIT_OK, Daemon
+from lavalamp.daemon.service import Daemon
 from lavalamp.models.checkpoint import LampLoadError, load_lamp
 
-from .daemon_helpers import write_config
+from .daemon_helpers import refused_reload_keeps_running, write_config
 from .fakes import lamp_header, metric, rewrite_lamp, save_fake_lamp, wait_until
 
 LIMIT_S = 1.0  # every refusal here takes milliseconds; the bombs took seconds to minutes
@@ -101,22 +98,7 @@ def test_a_bomb_on_sighup_does_not_stall_the_frame_loop(tmp_path, lamp_path, cap
     d = Daemon(config=load_config(config), config_path=str(config), model_path=lamp_path,
                headless=True, registry=registry)
 
-    def poke():
-        shown = lambda: metric(registry, "lavalamp_frames_displayed_total")  # noqa: E731
-        poke.ok = wait_until(lambda: shown() > 2, 30)
-        config.write_text(text)
-        os.kill(os.getpid(), signal.SIGHUP)
-        poke.refused = wait_until(
-            lambda: metric(registry, "lavalamp_config_reloads_total", {"result": "refused"}) == 1, 30)
-        now = shown()
-        poke.still_running = wait_until(lambda: shown() > now + 5, 30)
-        d.request_stop("test")
-
-    thread = threading.Thread(target=poke)
-    thread.start()
-    assert d.run() == EXIT_OK
-    thread.join(30)
-    assert poke.ok and poke.refused and poke.still_running
+    refused_reload_keeps_running(d, registry, lambda: config.write_text(text))
     slow = metric(registry, "lavalamp_frame_seconds_count") - \
         metric(registry, "lavalamp_frame_seconds_bucket", {"le": "0.5"})
     assert slow == 0  # no frame waited half a second for the reload

@@ -1,9 +1,7 @@
 """Hostile input, class 1: no reload (config, model, schedule) and no start-up can be crashed by a
 file; every failure is one "refused: <reason>" line and the lamp goes on unchanged."""
 
-import os
 import signal
-import threading
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -13,7 +11,7 @@ from lavalamp.daemon.config import ConfigError, load_config
 from lavalamp.daemon.service import EXIT_OK, EXIT_USAGE, Daemon
 from lavalamp.models.checkpoint import LampLoadError, load_lamp
 
-from .daemon_helpers import Running, write_config
+from .daemon_helpers import refused_reload_keeps_running, Running, write_config
 from .fakes import lamp_header, metric, rewrite_lamp, save_fake_lamp, wait_until
 
 # Each of these raised something other than ConfigError from the loader (RecursionError,
@@ -80,22 +78,7 @@ def test_a_reload_that_fails_while_applying_keeps_the_running_config(tmp_path, l
 
     monkeypatch.setattr(renderer_module.HeadlessRenderer, "apply", refuse)
 
-    def poke():
-        shown = lambda: metric(registry, "lavalamp_frames_displayed_total")  # noqa: E731
-        poke.ok = wait_until(lambda: shown() > 2, 30)
-        write_config(config, {"display": {"scaling": "fill", "speed": 2.0}})
-        os.kill(os.getpid(), signal.SIGHUP)
-        poke.refused = wait_until(
-            lambda: metric(registry, "lavalamp_config_reloads_total", {"result": "refused"}) == 1, 30)
-        now = shown()
-        poke.still_running = wait_until(lambda: shown() > now + 5, 30)
-        d.request_stop("test")
-
-    thread = threading.Thread(target=poke)
-    thread.start()
-    assert d.run() == EXIT_OK
-    thread.join(30)
-    assert poke.ok and poke.refused and poke.still_running
+    refused_reload_keeps_running(d, registry, lambda: write_config(config, {"display": {"scaling": "fill", "speed": 2.0}}))
     assert d.config == before  # display.speed, which would have applied, was put back too
     assert "config reload refused: RuntimeError: the display cannot do that" in caplog.text
 
