@@ -705,7 +705,6 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     """Run every stage (skipping finished ones) and write the lamp to `out` (main process)."""
     if run.world.main:
         run.folder.mkdir(parents=True, exist_ok=True)
-    base = clips.at_size(run.config.base_size)
     if run.config.init_from:
         lamp, vae = upgrade_lamp(run)
         lamp.upsampler, sharpen_summary = sharpen_stage(run, vae, clips)
@@ -714,7 +713,7 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
             "config": dataclasses.asdict(run.config), "sharpen": sharpen_summary,
             "package_version": __version__, "device": run.device.type}}
     else:
-        lamp = _train_new_lamp(run, clips, base)
+        lamp = _train_new_lamp(run, clips)
     if run.world.main:
         _dream_pictures(run, lamp, "sharpen" if run.config.init_from else "rnn")
         save_lamp(lamp, run.folder / "lamp.safetensors")
@@ -724,8 +723,9 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     return lamp
 
 
-def _train_new_lamp(run: Run, clips: Footage, base: Footage) -> Lamp:
+def _train_new_lamp(run: Run, clips: Footage) -> Lamp:
     """VAE, refinement, sharpening, encoding and RNN from scratch, then the calibrated lamp."""
+    base = clips.at_size(run.config.base_size)  # the VAE's and the RNN's footage
     pool, val = image_frames(base)
     vae, vae_summary = train_vae(run, pool, val)
     refine_summary = refine_decoder(run, vae, pool, val)
