@@ -118,8 +118,13 @@ def bare_loop(env: dict, seconds: float, fps: float, side: int, software: bool) 
 def scrape(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
-    return {m.group(1): float(m.group(2)) for m in
-            re.finditer(r"^(lavalamp_[a-z_]+(?:\{[^}]*\})?) (\S+)$", text, re.M)}
+    values: dict[str, float] = {}
+    for m in re.finditer(r"^(lavalamp_[a-z_]+)(\{[^}]*\})? (\S+)$", text, re.M):
+        labelled = m.group(1) + (m.group(2) or "")
+        values[labelled] = float(m.group(3))
+        if m.group(2) and 'screen="' in m.group(2):  # per-screen series: also their sum, by name
+            values[m.group(1)] = values.get(m.group(1), 0.0) + float(m.group(3))
+    return values
 
 
 def daemon(env: dict, seconds: float, fps: float, lamp: Path, work: Path, xvfb: subprocess.Popen,
