@@ -11,6 +11,7 @@ from .stepper import LatentStepper
 PROOF_CONTEXTS = 16  # start contexts decoded when a lamp is loaded (spread over all of them)
 PROOF_STEPS = 300  # dream steps a lamp must take with finite latents when it is loaded
 PROOF_DECODES = 6  # of those, frames decoded
+PROOF_UPSAMPLES = 2  # of each set of proof frames, enlarged by the upsampler (the rest stay small)
 MIN_FRAME_SPREAD = 0.05 / 255  # a frame whose every channel varies less than this is flat
 
 
@@ -57,11 +58,21 @@ def prove_lamp(lamp: Lamp) -> None:
 
 
 def _prove_frames(lamp: Lamp, latents: torch.Tensor, where: str) -> None:
-    frames = lamp.decode(latents.to(lamp.latent_mean.device))
-    expected = (len(latents), 3, lamp.frame_size, lamp.frame_size)
-    if tuple(frames.shape) != expected:
+    """Refuse a lamp whose frames from `latents` are misshapen, non-finite or flat: all of them at
+    the decoder's size, the first and last PROOF_UPSAMPLES ones also through the upsampler (its
+    cost per frame is many times the decoder's, and damaged weights show in any frame)."""
+    small = lamp.decode_base(latents.to(lamp.latent_mean.device))
+    _check_proof(small, lamp.base_size, where)
+    if lamp.upsampler is not None:
+        picks = torch.linspace(0, len(small) - 1, min(len(small), PROOF_UPSAMPLES)).round().long()
+        _check_proof(lamp.upsampler(small[picks]), lamp.frame_size, where)
+
+
+def _check_proof(frames: torch.Tensor, size: int, where: str) -> None:
+    expected = (3, size, size)
+    if tuple(frames.shape[1:]) != expected:
         raise LampLoadError(f"the lamp decodes frames of shape {tuple(frames.shape)[1:]} from "
-                            f"{where}, not {expected[1:]}")
+                            f"{where}, not {expected}")
     try:
         check_frames(frames)
     except NonFiniteFrames as exc:

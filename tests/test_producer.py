@@ -46,6 +46,16 @@ def test_it_fills_the_buffer_and_then_waits(parts):
     assert metric(registry, "lavalamp_frames_generated_total") == 24
 
 
+def test_the_first_batch_is_one_frame_and_then_whole_batches_fill_the_ring(parts, monkeypatch):
+    producer, src, ring, _ = parts
+    real, sizes = src.next_batch, []
+    monkeypatch.setattr(src, "next_batch", lambda n: sizes.append(n) or real(n))
+    producer()
+    assert ring.wait_for_frames(16, timeout=20)
+    assert wait_until(lambda: sum(sizes) == 16)
+    assert sizes == [1, 3, 4, 4, 4]  # the display can start after one decoded frame
+
+
 def test_a_crash_is_logged_counted_and_the_dream_restarts(parts, monkeypatch, caplog):
     producer, src, ring, registry = parts
     real, calls = src.next_batch, []
