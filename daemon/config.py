@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from lavalamp.models import one_line
+from lavalamp.models.device import device_name_problem
 
 MAX_CONFIG_BYTES = 256 * 1024  # a config file is a few kilobytes; anything bigger is a mistake
 MAX_DEPTH = 16  # nesting of YAML collections (a config needs 2)
@@ -61,6 +62,14 @@ def _screens(key: str, value: Any) -> str | tuple[int, ...]:
     return tuple(value)
 
 
+def _device(key: str, value: Any) -> str:
+    """model.device: a device name models.device accepts (whether it exists is checked at start)."""
+    problem = device_name_problem(value)
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
+    return value
+
+
 def lamp_name_problem(name: Any) -> str | None:
     """Why `name` is not a lamp name of the library (a file name without its folder), or None."""
     if not isinstance(name, str) or not LAMP_NAME.fullmatch(name):
@@ -87,8 +96,8 @@ class ModelConfig:
 
     path: str | None = opt(None, "checkpoint file (.safetensors); null = the lamp shipped in the package",
                            live=True)
-    device: str = opt("auto", "torch device; auto = cuda, then mps, then cpu",
-                      choices=("auto", "cpu", "cuda", "mps"))
+    device: str = opt("auto", "torch device: auto = cuda, then mps, then cpu; or cpu, cuda, "
+                      "cuda:N (the Nth GPU), mps", parse=_device)
     torch_threads: int = opt(1, "torch threads of the producer (1 is fastest on small machines)",
                              range=(1, 256))
     temperature: float = opt(1.0, "sampling temperature of the dream, relative to the lamp's calibrated one "
@@ -406,7 +415,7 @@ def _check_playlist(config: Config) -> None:
         raise ConfigError("playlist: set exactly one of every_s (seconds per lamp) and change "
                           f"(a crontab line), got {'both' if p.every_s is not None else 'neither'}")
     if p.change is not None:
-        _check_crontab("playlist.change", p.change, config.schedule.timezone)
+        cron(p.change, config.schedule.timezone, "playlist.change")
 
 
 def is_loopback(host: str) -> bool:
@@ -440,29 +449,18 @@ def _check_remote(control: ControlConfig, mqtt: MqttConfig) -> None:
 
 def _check_schedule(schedule: ScheduleConfig) -> None:
     """Crontab lines parse, the time zone exists, and every 'off' has its 'on'."""
-    from datetime import datetime, timezone
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from apscheduler.triggers.cron import CronTrigger
-
-    tz = None
     if schedule.timezone is not None:
         try:
-            tz = ZoneInfo(schedule.timezone)
+            ZoneInfo(schedule.timezone)
         except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ConfigError(f"schedule.timezone: unknown IANA time zone {_show(schedule.timezone)} "
                               "(e.g. 'Europe/Berlin')") from None
     for name in ("display_on", "display_off", "dim", "undim", "reseed"):
         line = getattr(schedule, name)
         if line is not None:
-            try:
-                trigger = CronTrigger.from_crontab(line, timezone=tz)
-            except ValueError as exc:
-                raise ConfigError(f"schedule.{name}: invalid crontab line {_show(line)} (expected "
-                                  f"'minute hour day month day-of-week'): {exc}") from None
-            if trigger.get_next_fire_time(None, datetime.now(tz or timezone.utc)) is None:
-                raise ConfigError(f"schedule.{name}: crontab line {_show(line)} never fires "
-                                  "(a date that does not exist, such as 30 February)")
+            cron(line, schedule.timezone, f"schedule.{name}")
     for start, end in (("display_off", "display_on"), ("dim", "undim")):
         if getattr(schedule, start) is not None and getattr(schedule, end) is None:
             raise ConfigError(f"schedule.{start} is set but schedule.{end} is not: the "
@@ -470,16 +468,26 @@ def _check_schedule(schedule: ScheduleConfig) -> None:
                               "never come back")
 
 
-def _check_crontab(key: str, line: str, timezone: str | None) -> None:
+def cron(line: str, timezone: str | None, key: str = "crontab") -> Any:
+    """A crontab line (minute hour day month day-of-week) in `timezone` (an IANA name; None =
+    local time) as an apscheduler CronTrigger; ConfigError naming `key` if it is invalid or never
+    fires. The one parser of crontab lines: the config checks them, the schedule runs them."""
+    from datetime import datetime
+    from datetime import timezone as utc_zone
     from zoneinfo import ZoneInfo
 
     from apscheduler.triggers.cron import CronTrigger
 
+    tz = ZoneInfo(timezone) if timezone else None
     try:
-        CronTrigger.from_crontab(line, timezone=ZoneInfo(timezone) if timezone else None)
+        trigger = CronTrigger.from_crontab(line, timezone=tz)
     except ValueError as exc:
-        raise ConfigError(f"{key}: invalid crontab line {line!r} (expected "
+        raise ConfigError(f"{key}: invalid crontab line {_show(line)} (expected "
                           f"'minute hour day month day-of-week'): {exc}") from None
+    if trigger.get_next_fire_time(None, datetime.now(tz or utc_zone.utc)) is None:
+        raise ConfigError(f"{key}: crontab line {_show(line)} never fires (a date that does not "
+                          "exist, such as 30 February)")
+    return trigger
 
 
 def _build(cls: type, data: dict, prefix: str) -> Any:
@@ -588,7 +596,3 @@ def _is_control(char: str) -> bool:
     """Control characters (C0, DEL, C1), lone surrogates and line/paragraph separators."""
     return unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp")
 
-
-def describe_defaults() -> dict[str, dict[str, Any]]:
-    """Every section's default values, for documentation and for the config.yaml test."""
-    return {f.name: dataclasses.asdict(getattr(Config(), f.name)) for f in dataclasses.fields(Config)}

@@ -367,7 +367,6 @@ class Daemon:
                 notify.notify("STOPPING=1")
                 log.info("stopping")
                 self.metrics.up.set(0)
-        return EXIT_OK  # pragma: no cover - the with block always returns
 
     def _start(self, stack: contextlib.ExitStack) -> None:
         c = self.config
@@ -824,8 +823,7 @@ class Daemon:
         b = ring.get(index + 1) if weight > 0 else None
         for label in lane.screens:
             if label not in lane.lost:
-                self.renderer.draw(ring.get(index), index, b, index + 1, weight, brightness,
-                                   self.colour, label)
+                self.renderer.draw(ring.get(index), b, weight, brightness, self.colour, label)
                 self.screen_metrics[label].frames_displayed.inc()
 
     def _mark_ready(self, st: "LoopState") -> None:

@@ -111,3 +111,16 @@ def test_screens_and_a_playlist_parse():
     assert cfg.display.screens == (1, 0) and cfg.display.multi == "clone"
     assert cfg.playlist.lamps == ("a", "b.v2") and cfg.playlist.every_s == 600.0
     assert parse_config({"display": {"screens": "all"}}).display.screens == "all"
+
+
+@pytest.mark.parametrize("name", ["auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps"])
+def test_model_device_accepts_every_name_the_device_code_accepts(name):
+    assert parse_config({"model": {"device": name}}).model.device == name
+
+
+@pytest.mark.parametrize("name", ["tpu", "cuda:", "cuda:x", "cpu:0", "CUDA", 1, True])
+def test_model_device_refuses_nonsense_naming_the_key_and_the_choices(name):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"model": {"device": name}})
+    assert str(err.value) == (f"model.device: unknown device {name!r}: expected auto (cuda, then "
+                              "mps, then cpu), cpu, cuda, cuda:N (the Nth GPU) or mps")
