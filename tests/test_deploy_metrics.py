@@ -129,12 +129,14 @@ def exported(tmp_path_factory) -> set[str]:
     return exposition_names(text)
 
 
+@pytest.mark.slow
 def test_every_metric_in_the_dashboard_and_rules_is_exported(exported):
     missing = {name: sorted(where) for name, where in names_used().items()
                if name not in exported | PROMETHEUS_OWN}
     assert not missing, f"not exported by the daemon: {missing}"
 
 
+@pytest.mark.slow
 def test_the_scrape_holds_the_contracts_families(exported):
     """The check above is only as good as the scrape: it must hold the daemon's own metrics."""
     for name in ("lavalamp_up", "lavalamp_frame_seconds_bucket", "lavalamp_reseeds_total",

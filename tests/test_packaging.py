@@ -1,6 +1,8 @@
 """Packaging: the wheel holds lavalamp.{daemon,models,train} and nothing generic; layers stay apart."""
 
 import ast
+import configparser
+import importlib
 import subprocess
 import sys
 import zipfile
@@ -14,11 +16,16 @@ ALLOWED = {"daemon": {"models"}, "train": {"models"}, "models": set()}
 
 
 @pytest.fixture(scope="module")
-def wheel_names(tmp_path_factory):
+def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out),
                     str(ROOT)], check=True, capture_output=True, timeout=300)
-    (wheel,) = out.glob("neural_lavalamp-*.whl")
+    (path,) = out.glob("neural_lavalamp-*.whl")
+    return path
+
+
+@pytest.fixture(scope="module")
+def wheel_names(wheel):
     with zipfile.ZipFile(wheel) as zf:
         return set(zf.namelist())
 
@@ -49,8 +56,19 @@ def test_wheel_ships_the_control_page(wheel_names):
 
 
 @pytest.mark.slow
-def test_wheel_declares_the_console_script(wheel_names, tmp_path):
-    assert any(n.endswith("entry_points.txt") for n in wheel_names)
+def test_wheel_declares_the_console_script(wheel, wheel_names, capsys):
+    """The wheel's `lavalamp` script points at the CLI's main, which answers --help."""
+    (name,) = [n for n in wheel_names if n.endswith(".dist-info/entry_points.txt")]
+    entry_points = configparser.ConfigParser()
+    with zipfile.ZipFile(wheel) as zf:
+        entry_points.read_string(zf.read(name).decode())
+    assert dict(entry_points["console_scripts"]) == {"lavalamp": "lavalamp.daemon.cli:main"}
+    module, _, function = entry_points["console_scripts"]["lavalamp"].partition(":")
+    main = getattr(importlib.import_module(module), function)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: lavalamp")
 
 
 def test_code_folders_are_flat():

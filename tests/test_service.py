@@ -132,6 +132,7 @@ def test_metrics_are_served_while_running(tmp_path, lamp_path):
     assert "lavalamp_up 1.0" in scrape.text and 'name="test-lamp"' in scrape.text
 
 
+@pytest.mark.slow
 def test_a_missing_model_is_a_clear_error(tmp_path):
     run = Running(["--headless", "--model", str(tmp_path / "gone.safetensors"),
                    "--config", write_config(tmp_path / "c.yaml")])
@@ -140,12 +141,14 @@ def test_a_missing_model_is_a_clear_error(tmp_path):
     assert "gone.safetensors: checkpoint not found" in out and "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_without_a_model_the_shipped_lamp_runs(tmp_path):
     run = Running(["--headless", "--max-frames", "5", "--config", write_config(tmp_path / "c.yaml")])
     assert run.proc.wait(60) == 0, run.output()
     assert "'default-lamp'" in run.output()
 
 
+@pytest.mark.slow
 def test_sd_notify_end_to_end_and_sigterm_within_2_s(tmp_path, lamp_path):
     server = NotifySocket(tmp_path / "notify.sock")
     run = Running(["--headless", "--model", lamp_path, "--config", write_config(tmp_path / "c.yaml")],
@@ -167,6 +170,7 @@ def test_sd_notify_end_to_end_and_sigterm_within_2_s(tmp_path, lamp_path):
     assert "SIGTERM received" in run.output()
 
 
+@pytest.mark.slow
 def test_a_hung_producer_withholds_the_watchdog(tmp_path, lamp_path):
     server = NotifySocket(tmp_path / "notify.sock")
     config = write_config(tmp_path / "c.yaml", {"buffer": {"stall_s": 0.5, "depth_frames": 8}})
@@ -185,6 +189,7 @@ def test_a_hung_producer_withholds_the_watchdog(tmp_path, lamp_path):
     assert code == EXIT_OK and seconds < 2.0
 
 
+@pytest.mark.slow
 def test_repeated_producer_crashes_exit_non_zero(tmp_path, lamp_path):
     config = write_config(tmp_path / "c.yaml", {"buffer": {"max_failures": 3}})
     run = Running(["--headless", "--model", lamp_path, "--config", config],
@@ -197,6 +202,7 @@ def test_repeated_producer_crashes_exit_non_zero(tmp_path, lamp_path):
     assert "producer crashed 3 times" in out and "InjectedFault: injected fault" in out
 
 
+@pytest.mark.slow
 def test_sighup_reloads_refuses_a_bad_config_and_sigusr1_dumps_stacks(tmp_path, lamp_path):
     config = tmp_path / "c.yaml"
     write_config(config)
@@ -218,6 +224,7 @@ def test_sighup_reloads_refuses_a_bad_config_and_sigusr1_dumps_stacks(tmp_path, 
     assert code == EXIT_OK and seconds < 2.0
 
 
+@pytest.mark.slow
 def test_no_display_is_a_clear_failure_the_supervisor_retries(tmp_path, lamp_path):
     run = Running(["--model", lamp_path, "--config", write_config(tmp_path / "c.yaml")],
                   env={"SDL_VIDEODRIVER": "x11", "DISPLAY": ":987"})
