@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NEEDS := needs $(PYTHON) >= $(PYTHON_MIN) with its venv module (Debian/Ubuntu: sudo apt install python3 python3-venv)
 
-.PHONY: run test test-fast fuzz default-lamp eval-default-lamp clean
+.PHONY: run test test-fast config-yaml fuzz default-lamp eval-default-lamp clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < tuple(map(int, "$(PYTHON_MIN)".split("."))))' \
@@ -33,6 +33,10 @@ test: $(STAMP)
 # start a display server); `make test` runs them all, as CI does.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q
+
+# Rewrite config.yaml from the config dataclasses (daemon/config.py): their docs are its comments.
+config-yaml: $(STAMP)
+	$(PY) -c 'from lavalamp.daemon.config_file import write_config_yaml; write_config_yaml("config.yaml")'
 
 # The config and checkpoint-header fuzz tests with many more examples than the suite's few seconds.
 fuzz: $(STAMP)

@@ -1,12 +1,14 @@
 """Config loading: defaults, subsets, and one readable refusal per kind of mistake."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from lavalamp.daemon.config import Config, ConfigError, load_config, parse_config
+from lavalamp.daemon.config_file import config_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +32,30 @@ def test_shipped_config_documents_every_key_with_a_comment():
             assert f.name in data[section.name], f"{section.name}.{f.name} missing from config.yaml"
             line = next(ln for ln in lines if ln.strip().startswith(f"{f.name}:"))
             assert "#" in line and len(line.split("#", 1)[1].strip()) > 5, line
+
+
+def test_shipped_config_is_written_from_the_dataclasses():
+    assert (ROOT / "config.yaml").read_text() == config_yaml(), \
+        "config.yaml is stale: run `make config-yaml` (its comments come from daemon/config.py)"
+
+
+def test_every_comment_of_the_shipped_config_is_its_fields_doc():
+    comments, key = {}, None
+    for line in (ROOT / "config.yaml").read_text().splitlines():
+        section = re.match(r"^(\w+):  # (.*)$", line)
+        item = re.match(r"^  (\w+): .*?  # (.*)$", line)
+        more = re.match(r"^ {3,}# (.*)$", line)
+        if section or item:
+            key = (section or item).group(1) if section else f"{key.partition('.')[0]}.{item.group(1)}"
+            comments[key] = (section or item).group(2)
+        elif more:
+            comments[key] += " " + more.group(1)
+    docs = {}
+    for section in dataclasses.fields(Config):
+        defaults = getattr(Config(), section.name)
+        docs[section.name] = type(defaults).__doc__.rstrip(".")
+        docs.update({f"{section.name}.{f.name}": f.metadata["doc"] for f in dataclasses.fields(defaults)})
+    assert {k: re.sub(r" \(restart: [^)]*\)$", "", v) for k, v in comments.items()} == docs
 
 
 def test_a_subset_keeps_the_other_defaults(tmp_path):
