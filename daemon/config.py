@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 import reprlib
@@ -23,6 +24,13 @@ MAX_CONFIG_BYTES = 256 * 1024  # a config file is a few kilobytes; anything bigg
 MAX_DEPTH = 16  # nesting of YAML collections (a config needs 2)
 MAX_VALUES = 10_000  # YAML values after alias expansion (a config has about 60)
 MAX_QUOTE = 60  # characters of a value quoted in an error message
+
+# Keys that moved, old dotted name -> new: an old config file keeps working (the log says so).
+RENAMED = {"buffer.stall_s": "producer.stall_s", "buffer.max_failures": "producer.max_failures",
+           "buffer.failure_window_s": "producer.failure_window_s",
+           "guard.crossfade_frames": "model.crossfade_frames"}
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -108,6 +116,8 @@ class ModelConfig:
     library: str | None = opt(None, "folder of lamp checkpoints (NAME.safetensors) that the "
                               "playlist and the control surfaces choose lamps from by NAME; "
                               "null = no library", live=True)
+    crossfade_frames: int = opt(24, "generated frames a fresh dream or a new lamp cross-fades "
+                                "over from the last frame shown", range=(1, 10000), live=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,6 +172,12 @@ class BufferConfig:
 
     depth_frames: int = opt(64, "generated frames held ahead of the display", range=(2, 100000))
     batch_frames: int = opt(8, "frames decoded per batch on the producer thread", range=(1, 1024))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProducerConfig:
+    """Supervision of the producer thread: when it counts as hung, how many crashes end the daemon."""
+
     stall_s: float = opt(5.0, "producer heartbeat older than this counts as hung: the systemd "
                          "watchdog is withheld so the service gets restarted", range=(0.5, 3600),
                          live=True)
@@ -200,8 +216,6 @@ class GuardConfig:
                                 "for loop detection", range=(1, 86400), live=True)
     loop_memory_s: float = opt(900.0, "lamp seconds of old latents remembered for loop detection "
                                "(one per lamp second, at most 4096)", range=(1, 1e6), live=True)
-    crossfade_frames: int = opt(24, "generated frames a reseed cross-fades over", range=(1, 10000),
-                                live=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -293,6 +307,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
+    producer: ProducerConfig = field(default_factory=ProducerConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -393,11 +408,32 @@ def parse_config(data: Any) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of sections at the top level, got {_show(data)}")
-    config = _build(Config, data, "")
+    config = _build(Config, _renamed(data), "")
     _check_schedule(config.schedule)
     _check_playlist(config)
     _check_remote(config.control, config.mqtt)
     return config
+
+
+def _renamed(data: dict) -> dict:
+    """`data` with each key of RENAMED moved to its new name (a warning in the log each time);
+    ConfigError if a file sets both names."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in RENAMED.items():
+        (section, name), (new_section, new_name) = old.split("."), new.split(".")
+        if not isinstance(data.get(section), dict) or name not in data[section]:
+            continue
+        if data.get(new_section) is None:
+            data[new_section] = {}
+        if not isinstance(data[new_section], dict):
+            continue  # refused below with its own message
+        if new_name in data[new_section]:
+            raise ConfigError(f"{old} and {new} are both set: {old} is the old name of {new} "
+                              f"(keep only {new})")
+        data[new_section][new_name] = data[section].pop(name)
+        log.warning("config: %s is renamed to %s; the old name still works, but write %s",
+                    old, new, new)
+    return data
 
 
 def _check_playlist(config: Config) -> None:

@@ -26,8 +26,8 @@ HEADER = """\
 
 
 def config_yaml() -> str:
-    """The text of the shipped config.yaml: each section with its doc and restart-only keys, each
-    key with its default and its doc."""
+    """The text of the shipped config.yaml: each section with its doc and restart-only keys on its
+    first line, each key with its default and its doc."""
     sections = [_section(f.name, getattr(Config(), f.name)) for f in dataclasses.fields(Config)]
     return HEADER + "".join(f"\n{s}" for s in sections)
 
@@ -37,7 +37,7 @@ def _section(name: str, defaults: Any) -> str:
     restart = [f.name for f in fields if not f.metadata["live"]]
     note = "" if not restart else " (restart: all keys)" if len(restart) == len(fields) else \
         f" (restart: {', '.join(restart)})"
-    lines = _commented(f"{name}:", type(defaults).__doc__.rstrip(".") + note)
+    lines = [f"{name}:  # {type(defaults).__doc__.rstrip('.')}{note}"]
     for f in fields:
         lines += _commented(f"  {f.name}: {_value(getattr(defaults, f.name))}", f.metadata["doc"])
     return "\n".join(lines) + "\n"

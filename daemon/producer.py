@@ -14,7 +14,7 @@ import torch
 
 from lavalamp.models.checkpoint import LampLoadError, load_lamp
 
-from .config import BufferConfig, one_line
+from .config import ProducerConfig, one_line
 from .metrics import DaemonMetrics
 from .ring import RingBuffer
 from .source import FrameSource, LampBroken
@@ -65,13 +65,15 @@ class Producer:
     """
 
     def __init__(self, *, source: FrameSource, ring: RingBuffer, metrics: DaemonMetrics,
-                 config: BufferConfig, torch_threads: int = 1, fault: Fault | None = None,
+                 config: ProducerConfig, batch_frames: int = 8, torch_threads: int = 1,
+                 fault: Fault | None = None,
                  name: str = "producer",
                  on_load: Callable[[Path, Lamp | None], None] | None = None) -> None:
         self.source = source
         self.ring = ring
         self.metrics = metrics
-        self.config = config
+        self.config = config  # replaced whole by a config reload (frame loop)
+        self.batch_frames = batch_frames
         self.torch_threads = torch_threads
         self.fault = fault
         self.on_load = on_load  # (path, the lamp or None if refused) after each load, this thread
@@ -160,7 +162,7 @@ class Producer:
         return False
 
     def _loop(self) -> None:
-        batch = min(self.config.batch_frames, self.ring.capacity)
+        batch = min(self.batch_frames, self.ring.capacity)
         while not self._stop.is_set():
             self._beat = time.monotonic()
             self._inject_fault()

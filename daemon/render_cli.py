@@ -63,7 +63,8 @@ def run_render(args: argparse.Namespace) -> int:
     source = FrameSource(lamp=lamp, guard=guard, metrics=DaemonMetrics(CollectorRegistry(), process=False),
                          temperature=args.temperature if args.temperature is not None
                          else config.model.temperature,
-                         seed=args.seed if args.seed is not None else config.model.seed)
+                         seed=args.seed if args.seed is not None else config.model.seed,
+                         crossfade_frames=config.model.crossfade_frames)
     frames = render(source, frames=args.frames, skip=args.skip, batch=config.buffer.batch_frames)
     write_video(args.out, frames, lamp.data.lamp_fps)
     log.info("wrote %s: %d frames %dx%d at %g fps (lamp %r, seed %d, skipped %d)", args.out,

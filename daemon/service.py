@@ -425,10 +425,12 @@ class Daemon:
         c = self.config
         metrics = self.screen_metrics[screens[0]]
         source = FrameSource(lamp=lamp, guard=c.guard, metrics=metrics,
-                             temperature=c.model.temperature, seed=self._seed(number))
+                             temperature=c.model.temperature, seed=self._seed(number),
+                             crossfade_frames=c.model.crossfade_frames)
         ring = RingBuffer(capacity=c.buffer.depth_frames, frame_shape=source.frame_shape)
         metrics.ring_capacity.set(ring.capacity)
-        producer = Producer(source=source, ring=ring, metrics=metrics, config=c.buffer,
+        producer = Producer(source=source, ring=ring, metrics=metrics, config=c.producer,
+                            batch_frames=c.buffer.batch_frames,
                             torch_threads=c.model.torch_threads, fault=fault_from_env(),
                             name="producer" if number == 0 else f"producer-{screens[0]}",
                             on_load=self._on_load)
@@ -643,8 +645,10 @@ class Daemon:
                 lane.source.request_temperature(new.model.temperature)
             if "model.seed" in changed:
                 lane.source.request_seed(self._seed(number))
-            if "buffer" in sections:
-                lane.producer.config = new.buffer
+            if "model.crossfade_frames" in changed:
+                lane.source.request_crossfade(new.model.crossfade_frames)
+            if "producer" in sections:
+                lane.producer.config = new.producer
             if "guard" in sections:
                 lane.source.request_guard(new.guard)
         if self.model_arg is None and ("playlist" in sections or "model.library" in changed):
@@ -844,9 +848,9 @@ class Daemon:
 
     def _producer_hung_for(self) -> float | None:
         """Seconds without progress of the most behind producer once that counts as hung
-        (buffer.stall_s), else None."""
+        (producer.stall_s), else None."""
         age = max((lane.producer.heartbeat_age() for lane in self.lanes), default=0.0)
-        return age if age >= self.config.buffer.stall_s else None
+        return age if age >= self.config.producer.stall_s else None
 
     def _watchdog(self) -> None:
         age = self._producer_hung_for()

@@ -14,7 +14,7 @@ from lavalamp.models import one_line
 from lavalamp.models.checkpoint import Lamp
 from lavalamp.models.dream import Dream, NonFiniteFrames, check_frames, frames_to_uint8
 
-from .config import GuardConfig
+from .config import GuardConfig, ModelConfig
 from .guard import Action, DriftGuard
 from .metrics import DaemonMetrics
 
@@ -38,13 +38,16 @@ class FrameSource:
     """
 
     def __init__(self, *, lamp: Lamp, guard: GuardConfig, metrics: DaemonMetrics,
-                 temperature: float = 1.0, seed: int | None = None) -> None:
+                 temperature: float = 1.0, seed: int | None = None,
+                 crossfade_frames: int = ModelConfig.crossfade_frames) -> None:
         self.metrics = metrics
         self.temperature = temperature
+        self.crossfade_frames = crossfade_frames
         self.frame_size = lamp.frame_size
         self._lock = threading.Lock()
         self._pending_reseed: tuple[str, int | None] | None = None
         self._pending_temperature: float | None = None
+        self._pending_crossfade: int | None = None
         self._pending_seeds = False  # the pending reseed's seed also seeds the later reseeds
         self.last_reseed: tuple[str, float] | None = None  # (reason, Unix time) of the last one
         self._pending_lamp: Lamp | None = None
@@ -95,6 +98,11 @@ class FrameSource:
         with self._lock:
             self._pending_temperature = temperature
 
+    def request_crossfade(self, frames: int) -> None:
+        """Ask for cross-fades over `frames` generated frames from the next batch on (any thread)."""
+        with self._lock:
+            self._pending_crossfade = frames
+
     def request_swap(self, lamp: Lamp) -> None:
         """Ask for an already-validated lamp to replace the current one at the next batch."""
         with self._lock:
@@ -122,15 +130,17 @@ class FrameSource:
     def _apply_requests(self) -> None:
         with self._lock:
             reseed, lamp, guard = self._pending_reseed, self._pending_lamp, self._pending_guard
-            temperature = self._pending_temperature
+            temperature, crossfade = self._pending_temperature, self._pending_crossfade
             self._pending_reseed = self._pending_lamp = self._pending_guard = None
-            self._pending_temperature = None
+            self._pending_temperature = self._pending_crossfade = None
             if reseed is not None and self._pending_seeds:
                 self._seeds = None if reseed[1] is None else np.random.default_rng(reseed[1])
             self._pending_seeds = False
         if temperature is not None:
             self.temperature = self.dream.temperature = temperature
             log.info("temperature %.3g", temperature)
+        if crossfade is not None:
+            self.crossfade_frames = crossfade
         if guard is not None:
             self._guard_config = guard
             self.guard = DriftGuard(config=guard, reference=self.lamp.reference,
@@ -230,7 +240,7 @@ class FrameSource:
     def _fade(self, frames: np.ndarray) -> np.ndarray:
         if self._fade_from is None:
             return frames
-        total = self._guard_config.crossfade_frames
+        total = self.crossfade_frames
         steps = np.arange(self._fade_done + 1, self._fade_done + 1 + len(frames))
         weight = np.clip(steps / (total + 1), 0.0, 1.0)[:, None, None, None]
         mixed = self._fade_from * (1.0 - weight) + frames * weight

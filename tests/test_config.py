@@ -150,3 +150,22 @@ def test_model_device_refuses_nonsense_naming_the_key_and_the_choices(name):
         parse_config({"model": {"device": name}})
     assert str(err.value) == (f"model.device: unknown device {name!r}: expected auto (cuda, then "
                               "mps, then cpu), cpu, cuda, cuda:N (the Nth GPU) or mps")
+
+
+@pytest.mark.parametrize("old, new", [("buffer.stall_s", "producer.stall_s"),
+                                      ("buffer.max_failures", "producer.max_failures"),
+                                      ("buffer.failure_window_s", "producer.failure_window_s"),
+                                      ("guard.crossfade_frames", "model.crossfade_frames")])
+def test_a_renamed_key_still_works_under_its_old_name_and_the_log_says_so(tmp_path, caplog, old, new):
+    (section, name), (new_section, new_name) = old.split("."), new.split(".")
+    cfg = load_config(write(tmp_path, f"{section}:\n  {name}: 7\n"))
+    assert getattr(getattr(cfg, new_section), new_name) == 7
+    assert f"{old} is renamed to {new}" in caplog.text
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, f"{section}:\n  {name}: 7\n{new_section}:\n  {new_name}: 8\n"))
+    assert f"{old} and {new} are both set: {old} is the old name of {new}" in str(err.value)
+
+
+def test_a_renamed_key_with_a_bad_value_is_refused_under_its_new_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"producer\.stall_s: expected a number in 0\.5\.\.3600"):
+        load_config(write(tmp_path, "buffer:\n  stall_s: 0\n"))

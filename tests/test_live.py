@@ -57,7 +57,7 @@ def test_every_field_declares_live_or_restart_and_the_restart_ones_are_few():
     assert all("live" in field_meta(k) for k in flat)
     assert restart - {k for k in restart if k.startswith("mqtt.")} == RESTART_ONLY
     assert {"display.brightness", "model.temperature", "model.seed", "model.path",
-            "buffer.stall_s", "guard.crossfade_frames", "schedule.dim"} <= set(flat) - restart
+            "producer.stall_s", "model.crossfade_frames", "schedule.dim"} <= set(flat) - restart
 
 
 def test_the_shipped_config_marks_each_sections_restart_keys():
@@ -134,10 +134,10 @@ def test_live_settings_apply_in_place_without_a_reseed(tmp_path, lamp_path):
         seed, lamp = d.source.dream.seed, d.source.lamp
         d.live.request({"display.fps": 50, "display.speed": 2, "model.temperature": 0.5,
                         "display.brightness": 0.3, "display.hue_degrees": 40,
-                        "display.saturation": 0.5, "guard.crossfade_frames": 5,
-                        "buffer.stall_s": 9, "logging.level": "DEBUG"}, "http").wait(10)
+                        "display.saturation": 0.5, "model.crossfade_frames": 5,
+                        "producer.stall_s": 9, "logging.level": "DEBUG"}, "http").wait(10)
         assert wait_until(lambda: d.source.dream.temperature == 0.5)
-        assert wait_until(lambda: d.source._guard_config.crossfade_frames == 5)
+        assert wait_until(lambda: d.source.crossfade_frames == 5)
         shown = metric(d.metrics.registry, "lavalamp_frames_displayed_total")
         assert wait_until(lambda: metric(d.metrics.registry, "lavalamp_frames_displayed_total")
                           > shown + 5)

@@ -97,9 +97,9 @@ def library(tmp_path):
 
 def test_a_lamp_change_cross_fades_skips_a_broken_lamp_and_never_stalls(tmp_path, library):
     config_path = write_config(tmp_path / "c.yaml", {
-        "model": {"library": str(library), "seed": 4},
+        "model": {"library": str(library), "seed": 4, "crossfade_frames": 12},
         "playlist": {"lamps": ["first", "broken", "second"], "every_s": 3600},
-        "guard": {"crossfade_frames": 12}, "buffer": {"depth_frames": 16, "batch_frames": 4},
+        "buffer": {"depth_frames": 16, "batch_frames": 4},
         "display": {"speed": 4, "fps": 60}})
     registry = CollectorRegistry()
     d = Daemon(config=load_config(config_path), config_path=config_path, model_path=None,

@@ -6,7 +6,7 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry
 
-from lavalamp.daemon.config import BufferConfig, GuardConfig
+from lavalamp.daemon.config import GuardConfig, ProducerConfig
 from lavalamp.daemon.metrics import DaemonMetrics
 from lavalamp.daemon.producer import Fault, Producer, parse_fault
 from lavalamp.daemon.ring import RingBuffer
@@ -24,8 +24,8 @@ def parts():
     made = []
 
     def producer(fault=None, **config):
-        p = Producer(source=src, ring=ring, metrics=metrics, fault=fault,
-                     config=dataclasses.replace(BufferConfig(), batch_frames=4, **config))
+        p = Producer(source=src, ring=ring, metrics=metrics, fault=fault, batch_frames=4,
+                     config=dataclasses.replace(ProducerConfig(), **config))
         made.append(p)
         p.start()
         return p

@@ -187,7 +187,8 @@ def test_a_hung_producer_of_any_screen_withholds_the_watchdog(tmp_path, monkeypa
     monkeypatch.setenv("NOTIFY_SOCKET", server.path)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     config_path = write_config(tmp_path / "c.yaml", {"display": {"screens": [0, 1]},
-                                                     "buffer": {"stall_s": 0.5, "depth_frames": 8}})
+                                                     "buffer": {"depth_frames": 8},
+                                                     "producer": {"stall_s": 0.5}})
     d = Daemon(config=load_config(config_path), config_path=config_path,
                model_path=save_fake_lamp(tmp_path / "lamp.safetensors", contrast=30),
                headless=True, registry=CollectorRegistry())

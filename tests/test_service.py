@@ -173,7 +173,8 @@ def test_sd_notify_end_to_end_and_sigterm_within_2_s(tmp_path, lamp_path):
 @pytest.mark.slow
 def test_a_hung_producer_withholds_the_watchdog(tmp_path, lamp_path):
     server = NotifySocket(tmp_path / "notify.sock")
-    config = write_config(tmp_path / "c.yaml", {"buffer": {"stall_s": 0.5, "depth_frames": 8}})
+    config = write_config(tmp_path / "c.yaml", {"buffer": {"depth_frames": 8},
+                                                "producer": {"stall_s": 0.5}})
     run = Running(["--headless", "--model", lamp_path, "--config", config],
                   env={"NOTIFY_SOCKET": server.path, "WATCHDOG_USEC": "200000",
                        "LAVALAMP_FAULT": "hang-producer:1"})
@@ -191,7 +192,7 @@ def test_a_hung_producer_withholds_the_watchdog(tmp_path, lamp_path):
 
 @pytest.mark.slow
 def test_repeated_producer_crashes_exit_non_zero(tmp_path, lamp_path):
-    config = write_config(tmp_path / "c.yaml", {"buffer": {"max_failures": 3}})
+    config = write_config(tmp_path / "c.yaml", {"producer": {"max_failures": 3}})
     run = Running(["--headless", "--model", lamp_path, "--config", config],
                   env={"LAVALAMP_FAULT": "crash-producer:0.3"})
     try:
@@ -212,9 +213,9 @@ def test_sighup_reloads_refuses_a_bad_config_and_sigusr1_dumps_stacks(tmp_path, 
         config.write_text("display:\n  fps: fast\n")
         run.proc.send_signal(signal.SIGHUP)
         assert "display.fps: expected a number" in run.wait_for_line("config reload refused")
-        write_config(config, {"guard": {"crossfade_frames": 5}})
+        write_config(config, {"model": {"crossfade_frames": 5}})
         run.proc.send_signal(signal.SIGHUP)
-        assert "guard.crossfade_frames = 5 (was 24)" in run.wait_for_line("crossfade_frames")
+        assert "model.crossfade_frames = 5 (was 24)" in run.wait_for_line("crossfade_frames")
         run.wait_for_line("config reloaded")
         run.proc.send_signal(signal.SIGUSR1)
         run.wait_for_line("stack of thread producer")
