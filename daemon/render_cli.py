@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import torch
-from prometheus_client import CollectorRegistry
 
 from lavalamp.models import EXIT_USAGE
 from lavalamp.models.checkpoint import LampLoadError, default_lamp_path, load_lamp
@@ -17,7 +16,6 @@ from lavalamp.models.device import DeviceError, resolve_device
 from lavalamp.models.video import SUPPORTED_SUFFIXES, check_output_path, write_video
 
 from .config import ConfigError, load_config
-from .metrics import DaemonMetrics
 from .source import FrameSource
 
 log = logging.getLogger(__name__)
@@ -60,7 +58,7 @@ def run_render(args: argparse.Namespace) -> int:
     torch.set_num_threads(config.model.torch_threads)
     guard = config.guard if args.guard is None else \
         dataclasses.replace(config.guard, enabled=args.guard == "on")
-    source = FrameSource(lamp=lamp, guard=guard, metrics=DaemonMetrics(CollectorRegistry(), process=False),
+    source = FrameSource(lamp=lamp, guard=guard,
                          temperature=args.temperature if args.temperature is not None
                          else config.model.temperature,
                          seed=args.seed if args.seed is not None else config.model.seed,

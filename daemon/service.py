@@ -367,6 +367,7 @@ class Daemon:
                 notify.notify("STOPPING=1")
                 log.info("stopping")
                 self.metrics.up.set(0)
+                self.metrics.display_on.set(0)
 
     def _start(self, stack: contextlib.ExitStack) -> None:
         c = self.config
@@ -424,16 +425,15 @@ class Daemon:
         """A dream for `screens`: its own source (own seed), ring and producer thread."""
         c = self.config
         metrics = self.screen_metrics[screens[0]]
-        source = FrameSource(lamp=lamp, guard=c.guard, metrics=metrics,
-                             temperature=c.model.temperature, seed=self._seed(number),
-                             crossfade_frames=c.model.crossfade_frames)
+        source = FrameSource(lamp=lamp, guard=c.guard, temperature=c.model.temperature,
+                             seed=self._seed(number), crossfade_frames=c.model.crossfade_frames)
         ring = RingBuffer(capacity=c.buffer.depth_frames, frame_shape=source.frame_shape)
-        metrics.ring_capacity.set(ring.capacity)
-        producer = Producer(source=source, ring=ring, metrics=metrics, config=c.producer,
+        producer = Producer(source=source, ring=ring, config=c.producer,
                             batch_frames=c.buffer.batch_frames,
                             torch_threads=c.model.torch_threads, fault=fault_from_env(),
                             name="producer" if number == 0 else f"producer-{screens[0]}",
                             on_load=self._on_load)
+        self.metrics.watch(screens[0], source=source, producer=producer, ring=ring)
         return Lane(label=screens[0], screens=screens, metrics=metrics, source=source, ring=ring,
                     producer=producer)
 
@@ -770,11 +770,8 @@ class Daemon:
         """Metrics, watchdog, status, producer pause and clock pause; whether the display is on."""
         m, on = self.metrics, self.live.state.display_on
         m.display_scheduled_on.set(int(self.scheduled_on))
-        m.display_on.set(int(on))
+        m.display_on.set(int(self.lamp_on_screen()))
         m.brightness.set(self.brightness() if on else 0.0)
-        for lane in self.lanes:
-            lane.metrics.heartbeat_age.set(lane.producer.heartbeat_age())
-            lane.metrics.ring_frames.set(len(lane.ring))
         if st.ready and st.watchdog_s and now >= st.next_watchdog:
             st.next_watchdog = now + st.watchdog_s
             self._watchdog()
@@ -789,6 +786,12 @@ class Daemon:
             else:
                 lane.clock.resume(now)
         return on
+
+    def lamp_on_screen(self) -> bool:
+        """Whether the lamp is on screen and moving now: not blanked (by the schedule or remote
+        control), not paused, and shown by at least one monitor."""
+        state = self.live.state
+        return state.display_on and not state.paused and any(lane.live for lane in self.lanes)
 
     def _show(self, st: "LoopState", now: float) -> None:
         """Draw on every screen the frame its clock says, cross-faded toward the next; a dream

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from lavalamp.models import one_line
 from lavalamp.models.checkpoint import Lamp
 from lavalamp.models.dream import Dream, NonFiniteFrames, check_frames, frames_to_uint8
+from lavalamp.models.latent import LatentStats
 
 from .config import GuardConfig, ModelConfig
 from .guard import Action, DriftGuard
-from .metrics import DaemonMetrics
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,14 @@ class FrameSource:
     Other threads may `request_reseed` and `request_swap`; the requests are carried out at the
     start of the next batch. Every reseed and swap cross-fades from the last frame shown. A seeded
     source draws the seeds of its later reseeds from that seed, so it dreams the same frames again.
+
+    What it did is kept in plain attributes (reseeds by reason, renormalizations, refused swaps,
+    the latest latent statistics and motion) that metrics.DreamCollector reads at scrape time.
     """
 
-    def __init__(self, *, lamp: Lamp, guard: GuardConfig, metrics: DaemonMetrics,
-                 temperature: float = 1.0, seed: int | None = None,
+    def __init__(self, *, lamp: Lamp, guard: GuardConfig, temperature: float = 1.0,
+                 seed: int | None = None,
                  crossfade_frames: int = ModelConfig.crossfade_frames) -> None:
-        self.metrics = metrics
         self.temperature = temperature
         self.crossfade_frames = crossfade_frames
         self.frame_size = lamp.frame_size
@@ -57,7 +59,12 @@ class FrameSource:
         self._last_raw: np.ndarray | None = None  # last frame decoded, before any cross-fade
         self._fade_from: np.ndarray | None = None
         self._fade_done = 0
-        self.motion = 0.0
+        self.motion = 0.0  # mean absolute change of the latest frame (0..255)
+        self.reseeds: dict[str, int] = {}  # fresh dreams started, by reason
+        self.renormalizations = 0
+        self.swaps = {"refused": 0}  # lamps refused when installed
+        self.latent_stats = LatentStats(0.0, 0.0, 0.0, 0.0)  # of the guard's window, latest batch
+        self.latent_distance = 0.0  # of latent_stats from the lamp's reference
         self._frozen_dreams = 0  # dreams in a row that froze without moving
         self._seeds = None if seed is None else np.random.default_rng(seed)
         self._install(lamp, seed)
@@ -74,11 +81,6 @@ class FrameSource:
         guard = DriftGuard(config=self._guard_config, reference=lamp.reference,
                            lamp_fps=lamp.data.lamp_fps, latent_size=lamp.latent_size)
         self.lamp, self.dream, self.guard = lamp, dream, guard
-        self.metrics.set_reference(lamp.reference)
-        self.metrics.model_info.info({
-            "name": lamp.name, "frame_size": str(lamp.frame_size),
-            "latent_size": str(lamp.latent_size), "device": str(lamp.latent_mean.device),
-            "lamp_fps": f"{lamp.data.lamp_fps:g}"})
         log.info("dreaming %r from seed %d", lamp.name, self.dream.seed)
 
     def request_reseed(self, reason: str, seed: int | None = None) -> None:
@@ -122,7 +124,7 @@ class FrameSource:
         self.dream.reseed(self._next_seed() if seed is None else seed)
         self.guard.reset()
         self._last_raw = None
-        self.metrics.reseeds.labels(reason).inc()
+        self.reseeds[reason] = self.reseeds.get(reason, 0) + 1
         self.last_reseed = (reason, time.time())
         self._start_fade()
         log.info("reseeded (%s): seed %d", reason, self.dream.seed)
@@ -156,7 +158,7 @@ class FrameSource:
         except Exception as exc:  # noqa: BLE001 - the running lamp stays, whole
             log.error("new checkpoint refused: %s; the current lamp keeps running",
                       one_line(f"{type(exc).__name__}: {exc}"))
-            self.metrics.model_swaps.labels("refused").inc()
+            self.swaps["refused"] += 1
             return
         self._last_raw = None
         self._start_fade()
@@ -195,8 +197,8 @@ class FrameSource:
         elif action.kind == "renormalize":
             log.info("drift guard: renormalizing (latent stats %s)", _fmt(self.guard.stats))
             self.dream.set_latent(self.guard.renormalize(self.dream.latent.double()).float())
-            self.metrics.renormalizations.inc()
-        self.metrics.set_latent(self.guard.stats, self.guard.distance)
+            self.renormalizations += 1
+        self.latent_stats, self.latent_distance = self.guard.stats, self.guard.distance
         return latents
 
     def _decoded(self, latents: torch.Tensor) -> np.ndarray:
@@ -229,7 +231,6 @@ class FrameSource:
         if motion.max() >= self._guard_config.freeze_motion:
             self._frozen_dreams = 0
         self.motion = float(motion[-1])
-        self.metrics.motion.set(self.motion)
         return self.guard.check_motion(motion.tolist())
 
     def _start_fade(self) -> None:

@@ -112,3 +112,18 @@ def rewrite_lamp(path, *, header=None, tensors=None, out=None) -> str:
     with open(out, "wb") as f:
         f.write(save(weights, metadata=metadata))
     return str(out)
+
+
+def watched_dream(metrics, screen: str = "0"):
+    """A frame source of a tiny lamp, with its producer (not started) and ring buffer, whose series
+    `metrics` (a DaemonMetrics) exports under `screen`, as the daemon's are."""
+    from lavalamp.daemon.config import GuardConfig, ProducerConfig
+    from lavalamp.daemon.producer import Producer
+    from lavalamp.daemon.ring import RingBuffer
+    from lavalamp.daemon.source import FrameSource
+
+    source = FrameSource(lamp=make_lamp(contrast=30), guard=GuardConfig(), seed=1)
+    ring = RingBuffer(capacity=8, frame_shape=source.frame_shape)
+    metrics.watch(screen, source=source, ring=ring,
+                  producer=Producer(source=source, ring=ring, config=ProducerConfig()))
+    return source

@@ -135,8 +135,9 @@ def nan_decoder_lamp():
 
 def source_for(lamp, **guard):
     registry = CollectorRegistry()
-    return FrameSource(lamp=lamp, guard=dataclasses.replace(GuardConfig(), **guard),
-                       metrics=DaemonMetrics(registry, process=False), seed=1), registry
+    source = FrameSource(lamp=lamp, guard=dataclasses.replace(GuardConfig(), **guard), seed=1)
+    DaemonMetrics(registry, process=False).watch("0", source=source)
+    return source, registry
 
 
 def test_non_finite_frames_at_run_time_reseed_then_break(tmp_path):

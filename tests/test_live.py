@@ -262,6 +262,29 @@ def test_display_state_from_remote_and_keyboard_takes_the_same_path(tmp_path, la
     assert metric(r, "lavalamp_live_changes_total", {"source": "schedule"}) == 1  # its word at start
 
 
+def test_display_on_says_what_is_on_screen_while_the_schedule_still_says_on(tmp_path, lamp_path):
+    """Paused or with its monitor gone, the lamp is not on screen: display_on 0, scheduled_on 1
+    (what LavalampDisplayOffOutsideSchedule alerts on)."""
+    d = daemon(tmp_path, lamp_path)
+    r = d.metrics.registry
+    on = lambda: (metric(r, "lavalamp_display_on"), metric(r, "lavalamp_display_scheduled_on"))  # noqa: E731
+
+    def change(d):
+        assert running(d) and wait_until(lambda: on() == (1, 1))
+        d.command("pause", "http").wait(10)
+        assert wait_until(lambda: on() == (0, 1))
+        d.command("resume", "http").wait(10)
+        assert wait_until(lambda: on() == (1, 1))
+        events = iter([["lost:0"]])
+        d.renderer.events = lambda: next(events, [])
+        assert wait_until(lambda: on() == (0, 1))
+        events = iter([["back:0"]])
+        assert wait_until(lambda: on() == (1, 1))
+
+    drive(d, change)
+    assert on() == (0, 1)  # a stopped daemon shows nothing
+
+
 def test_every_live_key_is_applied_and_every_restart_key_kept(tmp_path, lamp_path, caplog):
     """Each live field of every kind (bool, int, float, choice) reaches the running config; each
     restart-only one is kept at its running value and logged."""

@@ -19,13 +19,14 @@ from .fakes import make_lamp, metric, save_fake_lamp, wait_until
 def parts():
     registry = CollectorRegistry()
     metrics = DaemonMetrics(registry, process=False)
-    src = FrameSource(lamp=make_lamp(contrast=30), metrics=metrics, guard=GuardConfig(), seed=1)
+    src = FrameSource(lamp=make_lamp(contrast=30), guard=GuardConfig(), seed=1)
     ring = RingBuffer(capacity=16, frame_shape=src.frame_shape)
     made = []
 
     def producer(fault=None, **config):
-        p = Producer(source=src, ring=ring, metrics=metrics, fault=fault, batch_frames=4,
+        p = Producer(source=src, ring=ring, fault=fault, batch_frames=4,
                      config=dataclasses.replace(ProducerConfig(), **config))
+        metrics.watch("0", source=src, producer=p, ring=ring)
         made.append(p)
         p.start()
         return p
