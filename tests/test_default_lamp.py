@@ -1,6 +1,7 @@
 """The lamp shipped in the package: present, small, self-describing, and it dreams a lit, moving lamp."""
 
 import numpy as np
+import pytest
 import torch
 
 from lavalamp.models.checkpoint import default_lamp_path, load_lamp
@@ -24,6 +25,7 @@ def test_the_default_lamp_describes_itself():
     assert lamp.rnn.config.sphere and lamp.decoder_config.sphere
 
 
+@pytest.mark.slow
 def test_the_default_lamp_dreams_a_lit_moving_lamp():
     torch.set_num_threads(1)
     dream = Dream(load_lamp(None), seed=0)

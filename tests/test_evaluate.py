@@ -40,6 +40,7 @@ def compare(generated, reference, **config):
     return evaluate_frames(generated, reference, lamp_fps=FPS / STEP, reference_fps=FPS, config=config)
 
 
+@pytest.mark.slow
 def test_eval_writes_a_complete_report_and_contact_sheet(tmp_path, reference, capsys):
     save_lamp(make_lamp(), tmp_path / "lamp.safetensors")
     np.savez(tmp_path / "ref.npz", frames=reference, fps=FPS)
@@ -69,6 +70,7 @@ def test_eval_writes_a_complete_report_and_contact_sheet(tmp_path, reference, ca
         assert sheet.height == 4 * (64 + 2)  # reference/generated, spread/consecutive
 
 
+@pytest.mark.slow
 def test_several_critic_seeds_give_a_mean_and_a_spread(reference):
     shifted = np.roll(reference, STEP, axis=0)
     one = compare(shifted, reference, critic_steps=30)["critic"]["frames"]
@@ -89,6 +91,7 @@ def test_critic_seeds_out_of_range_exit_2(tmp_path, reference, capsys):
     assert "--critic-seeds" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_critic_cannot_tell_the_reference_from_itself_shifted(reference):
     frames = critic_frames(reference)
     shifted = critic_frames(np.roll(reference, STEP, axis=0))  # one lamp step later
@@ -97,6 +100,7 @@ def test_critic_cannot_tell_the_reference_from_itself_shifted(reference):
     assert abs(result["accuracy"] - 0.5) < 0.2
 
 
+@pytest.mark.slow
 def test_critic_tells_a_constant_colour_clip_from_the_reference(reference):
     constant = np.full_like(reference, 90)
     frames, flat = critic_frames(reference), critic_frames(constant)

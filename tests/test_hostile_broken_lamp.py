@@ -85,6 +85,7 @@ def test_a_lamp_that_cannot_be_shown_is_refused_at_load(lamps, name):
     assert BROKEN[name][1] in str(err.value) and path in str(err.value)
 
 
+@pytest.mark.slow
 def test_good_lamps_pass_the_proof_including_the_shipped_one(lamps):
     _, good, up = lamps
     assert load_lamp(good).name == "test-lamp"

@@ -95,6 +95,7 @@ def library(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_a_lamp_change_cross_fades_skips_a_broken_lamp_and_never_stalls(tmp_path, library):
     config_path = write_config(tmp_path / "c.yaml", {
         "model": {"library": str(library), "seed": 4, "crossfade_frames": 12},

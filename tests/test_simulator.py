@@ -85,6 +85,7 @@ def test_skipping_ahead_lands_on_the_same_frame_as_rendering_through():
     assert np.array_equal(rendered.frames(1), skipped.frames(1))
 
 
+@pytest.mark.slow
 def test_a_long_run_never_freezes_and_never_repeats():
     sim = LavaLampSimulator(config=SimulatorConfig(frame_size=64), seed=11)
     samples = []
@@ -101,6 +102,7 @@ def test_a_long_run_never_freezes_and_never_repeats():
     assert rms[far_apart].min() > 2.0, "two frames at least 10 s apart look the same"
 
 
+@pytest.mark.slow
 def test_blobs_rise_from_the_bottom_and_sink_from_the_top():
     sim = LavaLampSimulator(config=SimulatorConfig(frame_size=64), seed=3)
     rising_low, sinking_high = 0, 0

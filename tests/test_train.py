@@ -208,6 +208,7 @@ def test_torchrun_trains_on_two_cpu_processes(tmp_path, clip):
     assert lamp.training["processes"] == 2
 
 
+@pytest.mark.slow
 def test_calibration_takes_the_hottest_temperature_that_moves_like_the_footage():
     import math
 
