@@ -3,6 +3,7 @@
 import ast
 import configparser
 import importlib
+import re
 import subprocess
 import sys
 import zipfile
@@ -97,3 +98,19 @@ def test_dependency_direction():
         for py in (ROOT / folder).rglob("*.py"):
             wrong = imported_layers(py) - allowed - {folder}
             assert not wrong, f"{py.relative_to(ROOT)} imports lavalamp.{wrong}: not allowed"
+
+
+def test_the_readme_layout_names_only_files_that_exist_and_every_code_folder():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Layout\n\n```\n", 1)[1].split("```", 1)[0]
+    folder, named = None, []
+    for line in layout.splitlines():
+        if not line.startswith(" "):
+            folder = line.split()[0].rstrip("/")
+        named += [(folder, name) for name in re.findall(r"\b(\w+\.(?:py|sh|c|yaml))\b", line)]
+    assert len(named) > 10
+    for folder, name in named:  # in its folder, or at the top (config.yaml)
+        assert (ROOT / folder / name).exists() or (ROOT / name).exists(), \
+            f"README's layout names {folder}/{name}, which does not exist"
+    folders = {line.split()[0].rstrip("/") for line in layout.splitlines() if not line.startswith(" ")}
+    assert {"daemon", "models", "train", "deploy", "tests", "benchmarks", "docs"} <= folders
