@@ -107,7 +107,7 @@ def test_the_readme_layout_names_only_files_that_exist_and_every_code_folder():
     for line in layout.splitlines():
         if not line.startswith(" "):
             folder = line.split()[0].rstrip("/")
-        named += [(folder, name) for name in re.findall(r"\b(\w+\.(?:py|sh|c|yaml))\b", line)]
+        named += [(folder, name) for name in re.findall(r"(?<![\w-])([\w-]+\.(?:py|sh|c|yaml))\b", line)]
     assert len(named) > 10
     for folder, name in named:  # in its folder, or at the top (config.yaml)
         assert (ROOT / folder / name).exists() or (ROOT / name).exists(), \
