@@ -210,7 +210,8 @@ class Daemon:
     def status(self) -> dict:
         """What the lamp is doing now, for remote control (any thread: reads snapshots only)."""
         lamp, state, guard = self.source.lamp, self.live.state, self.source.guard
-        reseeds = {r: self._count("lavalamp_reseeds_total", reason=r) for r in RESEED_REASONS}
+        reseeds = {r: sum(lane.source.reseeds.get(r, 0) for lane in self.lanes)
+                   for r in RESEED_REASONS}
         last = self.source.last_reseed
         return {
             "lamp": {"name": lamp.name, "frame_size": self.source.frame_size,
@@ -225,7 +226,8 @@ class Daemon:
             **self.live.settings(),
             "guard": {**{k: _finite(v) for k, v in guard.stats._asdict().items()},
                       "distance": _finite(guard.distance),
-                      "renormalizations": self._count("lavalamp_renormalizations_total"),
+                      "renormalizations": sum(lane.source.renormalizations
+                                              for lane in self.lanes),
                       "reseeds": reseeds, "reseeds_total": sum(reseeds.values())},
             "last_reseed": None if last is None else {
                 "reason": last[0], "at": datetime.fromtimestamp(last[1], timezone.utc).isoformat(
@@ -235,12 +237,6 @@ class Daemon:
             "playlist": None if self.playlist is None else {
                 "lamp": self.playlist.current, "lamps": list(self.playlist.config.lamps)},
         }
-
-    def _count(self, name: str, **labels: str) -> int:
-        """A counter summed over every dream's `screen` series."""
-        reg = self.metrics.registry
-        return int(sum(reg.get_sample_value(name, {**labels, "screen": lane.label}) or 0
-                       for lane in self.lanes))
 
     def snapshot_png(self) -> bytes:
         """The small frame on screen now as PNG (black while the display is off; any thread)."""
