@@ -90,49 +90,42 @@ class DreamCollector:
 
     @staticmethod
     def _families() -> dict[str, Metric]:
-        one = [SCREEN]
-        return {
-            "frames_generated": CounterMetricFamily(
-                "lavalamp_frames_generated", "Lamp frames decoded by the producer thread.",
-                labels=one),
-            "generation_fps": GaugeMetricFamily(
-                "lavalamp_generation_frames_per_second", "Frames the producer decodes per second "
-                "of its working time (its capacity; a full buffer keeps it idle the rest).",
-                labels=one),
-            "ring_frames": GaugeMetricFamily(
-                "lavalamp_ring_buffer_frames", "Generated frames waiting in the ring buffer.",
-                labels=one),
-            "ring_capacity": GaugeMetricFamily(
-                "lavalamp_ring_buffer_capacity_frames", "Frames the ring buffer holds when full.",
-                labels=one),
-            **{f"latent_{s}": GaugeMetricFamily(
-                f"lavalamp_latent_{s}", f"{s.capitalize()} of the latent over the guard's sliding "
-                "window.", labels=one) for s in STATISTICS},
-            "latent_reference": GaugeMetricFamily(
-                "lavalamp_latent_reference", "Latent statistics of the training footage "
-                "(checkpoint).", labels=["statistic", SCREEN]),
-            "reference_distance": GaugeMetricFamily(
-                "lavalamp_latent_reference_distance", "Distance of the window's latent statistics "
-                "from the reference.", labels=one),
-            "renormalizations": CounterMetricFamily(
-                "lavalamp_renormalizations", "Soft drifts corrected by renormalizing the latent.",
-                labels=one),
-            "reseeds": CounterMetricFamily("lavalamp_reseeds", "Fresh dreams started, by reason.",
-                                           labels=["reason", SCREEN]),
-            "motion": GaugeMetricFamily(
-                "lavalamp_motion", "Mean absolute difference between consecutive generated frames "
-                "(0..255).", labels=one),
-            "producer_errors": CounterMetricFamily(
-                "lavalamp_producer_errors", "Exceptions in the producer thread (each one restarts "
-                "it).", labels=one),
-            "heartbeat_age": GaugeMetricFamily(
-                "lavalamp_producer_heartbeat_age_seconds", "Seconds since the producer thread last "
-                "showed progress.", labels=one),
-            "model_swaps": CounterMetricFamily("lavalamp_model_swaps",
-                                               "Checkpoint hot-swaps, by result.",
-                                               labels=["result", SCREEN]),
-            "model_info": InfoMetricFamily("lavalamp_model", "The lamp being shown.", labels=one),
-        }
+        return {key: kind(name, doc, labels=[*labels, SCREEN])
+                for key, (kind, name, doc, labels) in DREAM_SERIES.items()}
+
+
+# A dream's series (DreamCollector): key -> (family, name, help, labels before `screen`).
+DREAM_SERIES = {
+    "frames_generated": (CounterMetricFamily, "lavalamp_frames_generated",
+                         "Lamp frames decoded by the producer thread.", ()),
+    "generation_fps": (GaugeMetricFamily, "lavalamp_generation_frames_per_second",
+                       "Frames the producer decodes per second of its working time (its capacity; "
+                       "a full buffer keeps it idle the rest).", ()),
+    "ring_frames": (GaugeMetricFamily, "lavalamp_ring_buffer_frames",
+                    "Generated frames waiting in the ring buffer.", ()),
+    "ring_capacity": (GaugeMetricFamily, "lavalamp_ring_buffer_capacity_frames",
+                      "Frames the ring buffer holds when full.", ()),
+    **{f"latent_{s}": (GaugeMetricFamily, f"lavalamp_latent_{s}",
+                       f"{s.capitalize()} of the latent over the guard's sliding window.", ())
+       for s in STATISTICS},
+    "latent_reference": (GaugeMetricFamily, "lavalamp_latent_reference",
+                         "Latent statistics of the training footage (checkpoint).", ("statistic",)),
+    "reference_distance": (GaugeMetricFamily, "lavalamp_latent_reference_distance",
+                           "Distance of the window's latent statistics from the reference.", ()),
+    "renormalizations": (CounterMetricFamily, "lavalamp_renormalizations",
+                         "Soft drifts corrected by renormalizing the latent.", ()),
+    "reseeds": (CounterMetricFamily, "lavalamp_reseeds", "Fresh dreams started, by reason.",
+                ("reason",)),
+    "motion": (GaugeMetricFamily, "lavalamp_motion",
+               "Mean absolute difference between consecutive generated frames (0..255).", ()),
+    "producer_errors": (CounterMetricFamily, "lavalamp_producer_errors",
+                        "Exceptions in the producer thread (each one restarts it).", ()),
+    "heartbeat_age": (GaugeMetricFamily, "lavalamp_producer_heartbeat_age_seconds",
+                      "Seconds since the producer thread last showed progress.", ()),
+    "model_swaps": (CounterMetricFamily, "lavalamp_model_swaps", "Checkpoint hot-swaps, by result.",
+                    ("result",)),
+    "model_info": (InfoMetricFamily, "lavalamp_model", "The lamp being shown.", ()),
+}
 
 
 def _add_source(families: dict[str, Metric], screen: str, source: "FrameSource") -> None:

@@ -109,6 +109,7 @@ def test_critic_tells_a_constant_colour_clip_from_the_reference(reference):
     assert critic_test(real, fake, steps=60, batch=32, seed=0)["accuracy"] > 0.95
 
 
+@pytest.mark.slow
 def test_reference_against_itself_moves_alike_and_is_not_frozen(reference):
     report = compare(reference[::STEP], reference)
     assert report["motion"]["ratio"] == pytest.approx(1.0)
@@ -182,6 +183,7 @@ def test_several_reference_clips_are_one_reference_and_no_step_spans_two(referen
     assert report["critic"]["clips"]["test_examples"][0] > 0
 
 
+@pytest.mark.slow
 def test_lamps_of_128_px_get_a_128_px_frame_critic():
     big = moving_clip(240, size=128)
     report = compare(big[::STEP], big)

@@ -219,6 +219,7 @@ def test_a_swap_whose_install_fails_leaves_the_lamp_whole_and_the_next_swap_work
     assert src.lamp.name == "whole" and src.dream.lamp is src.lamp
 
 
+@pytest.mark.slow
 def test_hostile_headers_hot_swapped_in_a_row_are_refused_and_a_good_one_then_loads(tmp_path, good):
     model = tmp_path / "watched.safetensors"
     rewrite_lamp(good, out=model)

@@ -193,6 +193,7 @@ def test_next_lamp_without_a_playlist_is_a_clear_400(tmp_path):
     assert status == 400 and "no playlist is configured" in body["error"]
 
 
+@pytest.mark.slow
 def test_mqtt_moves_on_and_chooses_lamps_by_name_never_by_path(tmp_path, library, caplog):
     from .mqtt_support import Broker, Watcher, require_mqtt
 

@@ -180,6 +180,7 @@ def test_clone_shows_one_dream_on_every_screen(tmp_path):
     assert metric(registry, "lavalamp_frames_generated_total", {"screen": "1"}) == 0  # no 2nd dream
 
 
+@pytest.mark.slow
 def test_a_hung_producer_of_any_screen_withholds_the_watchdog(tmp_path, monkeypatch):
     faults = iter([None, Fault("hang-producer", 0.5)])  # the second screen's producer hangs
     monkeypatch.setattr(service, "fault_from_env", lambda: next(faults))
