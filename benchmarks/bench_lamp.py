@@ -20,7 +20,7 @@ import time
 import torch
 
 from lavalamp.daemon.config import GuardConfig
-from lavalamp.daemon.render_cli import render
+from lavalamp.daemon.offline_render import render
 from lavalamp.daemon.source import FrameSource
 from lavalamp.models.checkpoint import load_lamp
 from lavalamp.models.dream import Dream

@@ -105,7 +105,7 @@ def test_a_dreams_series_are_read_from_its_parts_at_scrape_time():
 
 def test_the_frame_source_producer_and_render_need_no_metrics():
     """Offline tools (`lavalamp render`, the benchmarks) build a frame source without Prometheus."""
-    for name in ("source.py", "producer.py", "guard.py", "ring.py", "render_cli.py"):
+    for name in ("source.py", "producer.py", "guard.py", "ring.py", "offline_render.py"):
         tree = ast.parse((DAEMON / name).read_text())
         imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}

@@ -8,7 +8,7 @@ from PIL import Image
 
 from lavalamp.daemon.cli import main
 from lavalamp.daemon.config import GuardConfig
-from lavalamp.daemon.render_cli import render
+from lavalamp.daemon.offline_render import render
 from lavalamp.daemon.source import FrameSource
 from lavalamp.models.checkpoint import load_lamp
 

@@ -1,4 +1,5 @@
-"""`lavalamp render`: write what the daemon would show to .npz, .png (APNG), .gif or .mp4."""
+"""`lavalamp render`: what the daemon would show, written to .npz, .png (APNG), .gif or .mp4 (no
+window, no metrics: the frame source alone)."""
 
 from __future__ import annotations
 
