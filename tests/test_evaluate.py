@@ -89,6 +89,19 @@ def test_critic_seeds_out_of_range_exit_2(tmp_path, reference, capsys):
     assert "--critic-seeds" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("temperature", ["10", "0.01", "nan"])
+def test_a_temperature_outside_the_dream_range_exits_2(tmp_path, reference, capsys, temperature):
+    """The range `lavalamp run` and `render` accept: a lamp at 10x its calibrated temperature
+    is not the lamp a user will see, so its report would judge nothing."""
+    save_lamp(make_lamp(), tmp_path / "lamp.safetensors")
+    np.savez(tmp_path / "ref.npz", frames=reference, fps=FPS)
+    code = main(["eval", "--model", str(tmp_path / "lamp.safetensors"), "--reference",
+                 str(tmp_path / "ref.npz"), "--temperature", temperature, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--temperature" in err and "must be in 0.05..3" in err and not (tmp_path / "out").exists()
+
+
 def test_critic_cannot_tell_the_reference_from_itself_shifted(reference):
     frames = critic_frames(reference)
     shifted = critic_frames(np.roll(reference, STEP, axis=0))  # one lamp step later

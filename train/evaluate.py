@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch import nn
 
 from lavalamp.models import EXIT_USAGE
@@ -74,9 +74,12 @@ from lavalamp.models.atomic import atomic_write_bytes, check_output_folder
 from lavalamp.models.checkpoint import Lamp, LampLoadError, load_lamp
 from lavalamp.models.dream import Dream
 from lavalamp.models.latent import LatentStats, latent_stats
+from lavalamp.models.limits import TEMPERATURE_RANGE, check_temperature
+from lavalamp.models.motion import step_motion
 
 from .footage import FootageError, open_source, resize_frame
 from .losses import edge_energy
+from .runlog import contact_sheet
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +147,7 @@ class EvalConfig:
         if not 1 <= self.critic_seeds <= MAX_CRITIC_SEEDS:
             raise ValueError(f"critic seeds (--critic-seeds) must be in 1..{MAX_CRITIC_SEEDS}, "
                              f"got {self.critic_seeds}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        check_temperature(self.temperature, "temperature (--temperature)")
 
 
 # ---------------------------------------------------------------- inputs
@@ -216,14 +218,6 @@ def latent_drift(latents: torch.Tensor, reference: LatentStats) -> dict[str, Any
             "reference": _stats_dict(reference),
             "max_distance_from_reference": _finite(max(distances)),
             "last_distance_from_reference": _finite(distances[-1])}
-
-
-def step_motion(frames: np.ndarray) -> np.ndarray:
-    """Mean absolute difference (0..255) between each pair of consecutive frames (T-1,)."""
-    out = np.empty(len(frames) - 1)
-    for i in range(len(frames) - 1):
-        out[i] = np.abs(frames[i + 1].astype(np.int16) - frames[i].astype(np.int16)).mean()
-    return out
 
 
 def clips_motion(clips: np.ndarray | list[np.ndarray]) -> np.ndarray:
@@ -595,24 +589,15 @@ def evaluate(model: str | Path, reference: str | Path | list[str | Path], config
     report["reference"]["path"] = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
     report["seconds"] = time.monotonic() - started
     step = report["reference"]["lamp_rate_step"]
-    return report, contact_sheet(frames, np.concatenate([clip[::step] for clip in clips]))
+    return report, comparison_sheet(frames, np.concatenate([clip[::step] for clip in clips]))
 
 
-def contact_sheet(generated: np.ndarray, reference: np.ndarray) -> Image.Image:
+def comparison_sheet(generated: np.ndarray, reference: np.ndarray) -> Image.Image:
     """Rows: reference and generated frames spread over each clip, then consecutive ones of each."""
-    rows = [("reference, spread", _spread(reference)), ("generated, spread", _spread(generated)),
-            ("reference, consecutive", reference[:CONTACT_COLUMNS]),
-            ("generated, consecutive", generated[-CONTACT_COLUMNS:])]
-    size, gap, label_w = generated.shape[1], 2, 150
-    sheet = Image.new("RGB", (label_w + CONTACT_COLUMNS * (size + gap), len(rows) * (size + gap)),
-                      (24, 24, 24))
-    draw = ImageDraw.Draw(sheet)
-    for r, (label, frames) in enumerate(rows):
-        top = r * (size + gap)
-        draw.text((6, top + size // 2 - 6), label, fill=(230, 230, 230))
-        for c, frame in enumerate(frames):
-            sheet.paste(Image.fromarray(frame), (label_w + c * (size + gap), top))
-    return sheet
+    rows = {"reference, spread": _spread(reference), "generated, spread": _spread(generated),
+            "reference, consecutive": reference[:CONTACT_COLUMNS],
+            "generated, consecutive": generated[-CONTACT_COLUMNS:]}
+    return contact_sheet(list(rows.values()), labels=list(rows))
 
 
 def _spread(frames: np.ndarray) -> np.ndarray:
@@ -691,7 +676,8 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
                    help="dream steps skipped (not decoded) before the compared frames")
     p.add_argument("--seed", type=int, default=defaults.seed, metavar="K", help="dream and critic seed")
     p.add_argument("--temperature", type=float, default=defaults.temperature, metavar="T",
-                   help="sampling temperature relative to the lamp's calibrated one (default 1)")
+                   help="sampling temperature relative to the lamp's calibrated one, "
+                        f"{TEMPERATURE_RANGE[0]:g}..{TEMPERATURE_RANGE[1]:g} (default 1)")
     p.add_argument("--critic-steps", type=int, default=defaults.critic_steps, metavar="N",
                    help="training steps of each critic")
     p.add_argument("--critic-seeds", type=int, default=defaults.critic_seeds, metavar="N",

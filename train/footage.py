@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from lavalamp.models.limits import FRAME_SIZES
 from lavalamp.models.checkpoint import DataInfo
+from lavalamp.models.motion import mean_abs_diff
 
 if TYPE_CHECKING:  # PyAV is imported when a video is opened: `lavalamp run` never pays for it
     import av
@@ -39,7 +41,6 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-FRAME_SIZES = (64, 128, 256)
 ANALYSIS_SIDE = 160
 MIN_SOURCE_SIDE = 16  # pixels each way of the picture (after cropping) a lamp can learn from
 """Auto-crop analyses frames shrunk (area filter) so that their longer side is at most this."""
@@ -425,11 +426,6 @@ def area_resize(frames: np.ndarray, size: int) -> np.ndarray:
         block = frames[i:i + 256].reshape(-1, size, k, size, k, 3).mean(axis=(2, 4), dtype=np.float32)
         out[i:i + 256] = np.rint(block)
     return out
-
-
-def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute difference of two uint8 frames, 0..255."""
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 def _crop_box(reader: _Reader, config: FootageConfig) -> tuple[tuple[int, int, int, int], str]:

@@ -7,9 +7,10 @@ import logging
 import sys
 
 from lavalamp.models import EXIT_USAGE
+from lavalamp.models.limits import FRAME_SIZES
 from lavalamp.models.video import SUPPORTED_SUFFIXES, check_output_path, write_video
 
-from .simulator import FRAME_SIZES, PALETTES, LavaLampSimulator, SimulatorConfig
+from .simulator import PALETTES, LavaLampSimulator, SimulatorConfig
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ from typing import Iterator
 
 import numpy as np
 
-FRAME_SIZES = (64, 128, 256)
+from lavalamp.models.limits import FRAME_SIZES
+
 MAX_PHYSICS_STEP_S = 1.0 / 30.0
 """Longest physics step while rendering; lower frame rates take several steps per frame."""
 WARMUP_STEP_S = 0.2
