@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .limits import FRAME_SIZES
 from .latent import project_to_sphere
 
-FRAME_SIZES = (64, 128, 256)
 BASE_RESOLUTION = 4  # the decoder starts from a 4x4 feature map
+MAX_CHANNELS = 256  # the default cap on channels at the coarse stages
 
 
 def check_frame_size(frame_size: int) -> int:
@@ -37,7 +38,7 @@ class ConvConfig:
     """Dimensions of the latent vector."""
     base_channels: int = 32
     """Channels of the full-resolution stage; each halving of resolution doubles them."""
-    max_channels: int = 256
+    max_channels: int = MAX_CHANNELS
     """Cap on channels at the coarse stages."""
     sphere: bool = True
     """Decode only the latent's direction (projected to mean 0 / std 1 across dimensions), so every

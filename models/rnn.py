@@ -14,6 +14,8 @@ from .latent import project_to_sphere
 
 State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -7.0, 2.0
+CELLS = ("gru", "lstm")
+HEADS = ("mdn", "deterministic")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,9 +40,9 @@ class LatentRNNConfig:
     """Project every produced latent to mean 0 / std 1 across its dimensions (bounded dynamics)."""
 
     def __post_init__(self) -> None:
-        if self.cell not in ("gru", "lstm"):
+        if self.cell not in CELLS:
             raise ValueError(f"cell must be 'gru' or 'lstm', got {self.cell!r}")
-        if self.head not in ("mdn", "deterministic"):
+        if self.head not in HEADS:
             raise ValueError(f"head must be 'mdn' or 'deterministic', got {self.head!r}")
         if min(self.latent_size, self.hidden_size, self.num_layers, self.mixtures) < 1:
             raise ValueError(f"sizes must be positive: {self}")

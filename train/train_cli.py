@@ -14,6 +14,7 @@ import torch
 from lavalamp.models import EXIT_USAGE
 from lavalamp.models.atomic import atomic_write_bytes, check_output_file, check_output_folder
 from lavalamp.models.device import DeviceError, resolve_device
+from lavalamp.models.fields import field_doc, option
 
 from .distributed import barrier, join_world, leave_world
 from .footage import Footage, FootageConfig, FootageError, load_footage
@@ -65,20 +66,11 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
                               "short clip; for footage whose glare and background look right mirrored)")
     model = p.add_argument_group("model and training (see lavalamp.train.trainer.TrainConfig)")
     for f in dataclasses.fields(TrainConfig):
-        if f.name == "minutes":
+        if f.name == "minutes":  # in the budget group above
             continue
-        kind = {bool: _bool, int: int, float: float, str: str}[type(f.default)]
-        model.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
-                           help=f"(default {f.default})")
+        help_text = f"{field_doc(f)} (default {f.default!r})".replace("%", "%%")
+        model.add_argument(option(f.name), type=type(f.default), default=None, help=help_text)
     p.set_defaults(func=run_train)
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def run_train(args: argparse.Namespace) -> int:

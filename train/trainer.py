@@ -19,13 +19,17 @@ from lavalamp.models import __version__
 from lavalamp.models.atomic import atomic_write_bytes
 from lavalamp.models.checkpoint import DataInfo, Lamp, load_lamp, save_lamp
 from lavalamp.models.dream import Dream, frames_to_float, frames_to_uint8
+from lavalamp.models.conv import MAX_CHANNELS as MAX_CONV_CHANNELS
+from lavalamp.models.fields import documented, field_problem, option
+from lavalamp.models.limits import FRAME_SIZES
 from lavalamp.models.latent import latent_stats, project_to_sphere, slerp
-from lavalamp.models.rnn import LatentRNN, LatentRNNConfig
-from lavalamp.models.upsample import Upsampler, UpsamplerConfig
+from lavalamp.models.motion import step_motion
+from lavalamp.models.rnn import CELLS, HEADS, LatentRNN, LatentRNNConfig
+from lavalamp.models.upsample import (MAX_UPSAMPLER_BLOCKS, MAX_UPSAMPLER_CHANNELS, MIN_CHANNELS, Upsampler,
+                                      UpsamplerConfig)
 from lavalamp.models.vae import VAE, VAEConfig
 from lavalamp.models.video import write_video
 
-from .evaluate import step_motion
 from .footage import Footage, area_resize
 from .distributed import World, barrier, mean_across, rank0_decides
 from .losses import RefineLoss, RNNLoss, VAELoss
@@ -39,6 +43,7 @@ START_CONTEXTS = 64
 START_CONTEXT_STEPS = 8
 STAGE_SEEDS = {"vae": 1, "rnn": 2, "refine": 3, "sharpen": 4}
 DECODER_LOSSES = ("l1", "adversarial")
+MAX_SEED = 2**63 - 1
 SHARPEN_VALIDATION_FRAMES = 48
 VALIDATE_EVERY_STEPS = 100
 CALIBRATION_TEMPERATURES = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
@@ -51,123 +56,113 @@ CALIBRATION_STEPS = 300
 class TrainConfig:
     """Every knob of a training run (saved in the run folder's settings.json by `lavalamp train`)."""
 
-    frame_size: int = 64
-    """Side of the lamp's square frames in pixels: 64, 128 or 256 (above base_size, an upsampler
-    trained in the sharpening stage makes them from the decoder's frames)."""
-    base_size: int = 64
-    """Side of the VAE's frames in pixels (64 keeps the decoder cheap; the upsampler adds the rest)."""
-    frame_step: int = 6
-    """The RNN steps every frame_step-th source frame (duralava: every 6th of 30 fps)."""
-    latent_size: int = 32
-    """Dimensions of the VAE latent."""
-    base_channels: int = 32
-    """VAE channels at full resolution (doubling at each halving, up to 256)."""
-    kl_weight: float = 1.0
-    """Weight of the KL term against the summed squared pixel error of a frame."""
-    vae_batch: int = 64
-    """Frames per VAE step."""
-    vae_lr: float = 2e-3
-    """Peak learning rate of the VAE (cosine decay over the stage's budget)."""
-    hidden_size: int = 128
-    """Units of the RNN core (128 keeps --skip above 20,000 steps/s on one CPU core)."""
-    cell: str = "gru"
-    """RNN core: 'gru' or 'lstm'."""
-    head: str = "mdn"
-    """RNN head: 'mdn' (mixture density, sampled) or 'deterministic' (normality penalties)."""
-    mixtures: int = 5
-    """Gaussians of the mixture-density head."""
-    rnn_batch: int = 32
-    """Windows per RNN step."""
-    window: int = 32
-    """Latent steps per RNN training window."""
-    warmup: int = 8
-    """Real latents fed before a free-running rollout starts."""
-    rollout: int = 16
-    """Steps the RNN runs on its own samples inside each window (0 = teacher forcing only)."""
-    rollout_weight: float = 1.0
-    """Weight of the rollout loss against the teacher-forced loss."""
-    context_noise: float = 0.05
-    """Std of noise added to the input latents (the model learns to ignore small errors)."""
-    normality_weight: float = 1.0
-    """Weight of duralava's normality penalties (deterministic head only)."""
-    rnn_lr: float = 1e-3
-    """Peak learning rate of the RNN (cosine decay over the stage's budget)."""
-    refine_steps: int = 500
-    """Steps sharpening the decoder on the encoder's means after the VAE (0 = none)."""
-    refine_lr: float = 1e-4
-    """Peak learning rate of the decoder refinement."""
-    decoder_loss: str = "adversarial"
-    """How the sharpening stage trains the upsampler (or, without one, the decoder): 'l1' (L1 and
-    gradient difference) or 'adversarial' (also multi-scale patch discriminators). With 'l1' and no
-    upsampler there is no sharpening stage."""
-    upsampler_channels: int = 32
-    """Upsampler channels at base_size (halving at each doubling)."""
-    upsampler_blocks: int = 3
-    """Upsampler 3x3 convolutions at base_size."""
-    sharpen_steps: int = 2000
-    """Steps of the sharpening stage when no minutes budget is given."""
-    sharpen_share: float = 0.3
-    """Share of a --minutes budget given to the sharpening stage (when there is one)."""
-    sharpen_lr: float = 5e-4
-    """Peak learning rate of the sharpened module."""
-    sharpen_batch: int = 16
-    """Crops per sharpening step."""
-    sharpen_crop: int = 96
-    """Side of a sharpening crop in pixels of frame_size (the frame's side or more: whole frames)."""
-    sharpen_frames: int = 4096
-    """Footage frames at frame_size kept for the sharpening stage, spread over the clips."""
-    gdl_weight: float = 1.0
-    """Weight of the gradient difference loss (blurred edges) against L1."""
-    adversarial_weight: float = 0.1
-    """Weight of the adversarial loss, on top of its adaptive balance against the reconstruction."""
-    adversarial_start: float = 0.25
-    """Share of the sharpening stage trained on reconstruction only before the discriminators join."""
-    disc_lr: float = 2e-4
-    """Learning rate of the discriminators."""
-    init_from: str = ""
-    """A lamp of base_size whose VAE and RNN this run keeps (only the sharpening stage trains)."""
-    vae_share: float = 0.6
-    """Share of a --minutes budget given to the VAE and the refinement; the RNN gets the rest."""
-    refine_share: float = 0.06
-    """Share of a --minutes budget given to the refinement, out of vae_share (0 = none)."""
-    minutes: float | None = None
-    """Total wall-clock budget of the run in minutes (None = use step budgets)."""
-    vae_steps: int = 2000
-    """VAE optimizer steps when no minutes budget is given."""
-    rnn_steps: int = 2000
-    """RNN optimizer steps when no minutes budget is given."""
-    seed: int = 0
-    """Seed of every random choice; the same seed and data reproduce the run."""
-    name: str = "lamp"
-    """Name stored in the checkpoint and shown in metrics."""
-    checkpoint_every_s: float = 60.0
-    """Seconds between resumable state saves (a crash loses at most this much training)."""
+    frame_size: int = documented(64, "Side of the lamp's square frames in pixels: 64, 128 or 256 (above "
+                                     "base_size, an upsampler trained in the sharpening stage makes them "
+                                     "from the decoder's frames).")
+    base_size: int = documented(64, "Side of the VAE's frames in pixels (64 keeps the decoder cheap; the "
+                                    "upsampler adds the rest).")
+    frame_step: int = documented(6, "The RNN steps every frame_step-th source frame (duralava: every 6th "
+                                    "of 30 fps).", least=1)
+    latent_size: int = documented(32, "Dimensions of the VAE latent.", least=1)
+    base_channels: int = documented(32, "VAE channels at full resolution (doubling at each halving, up to "
+                                        "256).", least=1, most=MAX_CONV_CHANNELS)
+    kl_weight: float = documented(1.0, "Weight of the KL term against the summed squared pixel error of a "
+                                       "frame.", least=0)
+    vae_batch: int = documented(64, "Frames per VAE step.", least=1)
+    vae_lr: float = documented(2e-3, "Peak learning rate of the VAE (cosine decay over the stage's "
+                                     "budget).", above=0)
+    hidden_size: int = documented(128, "Units of the RNN core (128 keeps --skip above 20,000 steps/s on "
+                                       "one CPU core).", least=1)
+    cell: str = documented("gru", "RNN core: 'gru' or 'lstm'.", choices=CELLS)
+    head: str = documented("mdn", "RNN head: 'mdn' (mixture density, sampled) or 'deterministic' "
+                                  "(normality penalties).", choices=HEADS)
+    mixtures: int = documented(5, "Gaussians of the mixture-density head.", least=1)
+    rnn_batch: int = documented(32, "Windows per RNN step.", least=1)
+    window: int = documented(32, "Latent steps per RNN training window.", least=2)
+    warmup: int = documented(8, "Real latents fed before a free-running rollout starts.", least=1)
+    rollout: int = documented(16, "Steps the RNN runs on its own samples inside each window (0 = teacher "
+                                  "forcing only).", least=0)
+    rollout_weight: float = documented(1.0, "Weight of the rollout loss against the teacher-forced loss.",
+                                       least=0)
+    context_noise: float = documented(0.05, "Std of noise added to the input latents (the model learns to "
+                                            "ignore small errors).", least=0)
+    normality_weight: float = documented(1.0, "Weight of duralava's normality penalties (deterministic "
+                                              "head only).", least=0)
+    rnn_lr: float = documented(1e-3, "Peak learning rate of the RNN (cosine decay over the stage's "
+                                     "budget).", above=0)
+    refine_steps: int = documented(500, "Steps sharpening the decoder on the encoder's means after the VAE "
+                                        "(0 = none).", least=0)
+    refine_lr: float = documented(1e-4, "Peak learning rate of the decoder refinement.", above=0)
+    decoder_loss: str = documented("adversarial", "How the sharpening stage trains the upsampler (or, "
+                                                  "without one, the decoder): 'l1' (L1 and gradient "
+                                                  "difference) or 'adversarial' (also multi-scale patch "
+                                                  "discriminators). With 'l1' and no upsampler there is no "
+                                                  "sharpening stage.", choices=DECODER_LOSSES)
+    upsampler_channels: int = documented(32, "Upsampler channels at base_size (halving at each doubling).",
+                                         least=MIN_CHANNELS, most=MAX_UPSAMPLER_CHANNELS)
+    upsampler_blocks: int = documented(3, "Upsampler 3x3 convolutions at base_size.", least=1,
+                                       most=MAX_UPSAMPLER_BLOCKS)
+    sharpen_steps: int = documented(2000, "Steps of the sharpening stage when no minutes budget is given.",
+                                    least=0)
+    sharpen_share: float = documented(0.3, "Share of a --minutes budget given to the sharpening stage "
+                                           "(when there is one).", least=0, below=1)
+    sharpen_lr: float = documented(5e-4, "Peak learning rate of the sharpened module.", above=0)
+    sharpen_batch: int = documented(16, "Crops per sharpening step.", least=1)
+    sharpen_crop: int = documented(96, "Side of a sharpening crop in pixels of frame_size (the frame's "
+                                       "side or more: whole frames).", least=8)
+    sharpen_frames: int = documented(4096, "Footage frames at frame_size kept for the sharpening stage, "
+                                           "spread over the clips.", least=1)
+    gdl_weight: float = documented(1.0, "Weight of the gradient difference loss (blurred edges) against "
+                                        "L1.", least=0)
+    adversarial_weight: float = documented(0.1, "Weight of the adversarial loss, on top of its adaptive "
+                                                "balance against the reconstruction.", least=0)
+    adversarial_start: float = documented(0.25, "Share of the sharpening stage trained on reconstruction "
+                                                "only before the discriminators join.", least=0, below=1)
+    disc_lr: float = documented(2e-4, "Learning rate of the discriminators.", above=0)
+    init_from: str = documented("", "A lamp of base_size whose VAE and RNN this run keeps (only the "
+                                    "sharpening stage trains).")
+    vae_share: float = documented(0.6, "Share of a --minutes budget given to the VAE and the refinement; "
+                                       "the RNN gets the rest.", above=0, below=1)
+    refine_share: float = documented(0.06, "Share of a --minutes budget given to the refinement, out of "
+                                           "vae_share (0 = none).", least=0)
+    minutes: float | None = documented(None, "Total wall-clock budget of the run in minutes (None = use "
+                                             "step budgets).", above=0)
+    vae_steps: int = documented(2000, "VAE optimizer steps when no minutes budget is given.", least=0)
+    rnn_steps: int = documented(2000, "RNN optimizer steps when no minutes budget is given.", least=0)
+    seed: int = documented(0, "Seed of every random choice; the same seed and data reproduce the run.",
+                           least=0, most=MAX_SEED)
+    name: str = documented("lamp", "Name stored in the checkpoint and shown in metrics.")
+    checkpoint_every_s: float = documented(60.0, "Seconds between resumable state saves (a crash loses at "
+                                                 "most this much training).", least=0)
 
     def __post_init__(self) -> None:
-        VAEConfig(frame_size=self.base_size, latent_size=self.latent_size)
-        LatentRNNConfig(cell=self.cell, head=self.head)
-        if self.frame_size != self.base_size:
-            self.upsampler_config()
-        if self.decoder_loss not in DECODER_LOSSES:
-            raise ValueError(f"decoder_loss must be one of {DECODER_LOSSES}, got {self.decoder_loss!r}")
-        if not 0 <= self.sharpen_share < 1 or not 0 <= self.adversarial_start < 1:
-            raise ValueError("sharpen_share and adversarial_start must be in [0, 1)")
-        if min(self.sharpen_steps, self.sharpen_frames - 1, self.sharpen_batch - 1) < 0 or \
-                self.sharpen_crop < 8:
-            raise ValueError("need sharpen_steps >= 0, sharpen_frames >= 1, sharpen_batch >= 1 "
-                             "and sharpen_crop >= 8")
+        for f in dataclasses.fields(self):
+            problem = field_problem(self, f)
+            if problem:
+                raise ValueError(f"{problem} ({option(f.name)})")
+        self._check_together()
+        for stage, build in (("VAE", self.vae_config), ("RNN", self.rnn_config),
+                             ("sharpening", self.sharpen_config), ("upsampler", self.upsampler_config)):
+            try:
+                if stage != "upsampler" or self.upsampled:
+                    build()
+            except ValueError as exc:
+                raise ValueError(f"{stage} settings: {exc}") from None
+
+    def _check_together(self) -> None:
+        """The rules that tie fields together (each field's own bounds are in its metadata)."""
+        if {self.base_size, self.frame_size} - set(FRAME_SIZES) or self.frame_size < self.base_size:
+            raise ValueError(f"frame sizes must be in {FRAME_SIZES} with frame_size >= base_size, got "
+                             f"frame_size {self.frame_size} (--frame-size) and base_size "
+                             f"{self.base_size} (--base-size)")
         if self.init_from and not self.upsampled:
             raise ValueError("init_from needs a frame_size above base_size: it adds an upsampler "
                              "to a finished lamp")
-        if self.frame_step < 1 or self.window < 2 or not 1 <= self.warmup < self.window:
-            raise ValueError("need frame_step >= 1, window >= 2 and 1 <= warmup < window")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ValueError(f"minutes must be positive, got {self.minutes}")
-        if not 0 < self.vae_share < 1:
-            raise ValueError(f"vae_share must be in (0,1), got {self.vae_share}")
-        if not 0 <= self.refine_share < self.vae_share or self.refine_steps < 0:
-            raise ValueError(f"need 0 <= refine_share < vae_share and refine_steps >= 0, got "
-                             f"{self.refine_share} and {self.refine_steps}")
+        if self.warmup >= self.window:
+            raise ValueError(f"warmup must be below window ({self.window}), got {self.warmup} (--warmup)")
+        if self.refine_share >= self.vae_share:
+            raise ValueError(f"refine_share must be below vae_share ({self.vae_share}), got "
+                             f"{self.refine_share} (--refine-share)")
 
     def vae_config(self) -> VAEConfig:
         """Architecture of the decoder stage."""
@@ -426,7 +421,7 @@ def _vae_pictures(run: Run, vae: VAE, val: np.ndarray, stage: str = "vae") -> No
     folder = run.stage_folder(stage)
     pick = val[np.linspace(0, len(val) - 1, 8).astype(int)]
     recon = frames_to_uint8(vae(frames_to_float(pick).to(run.device))[0])
-    contact_sheet([pick, recon], folder / "samples.png")
+    contact_sheet([pick, recon], scale=2).save(folder / "samples.png")
     mu, _ = vae.encode(frames_to_float(pick).to(run.device))
     walk = [slerp(mu[i], mu[(i + 1) % len(mu)], t) for i in range(len(mu)) for t in np.linspace(0, 1, 12)]
     write_video(folder / "dream.gif", frames_to_uint8(vae.decode(torch.stack(walk))), fps=12.0)
@@ -552,7 +547,7 @@ def _dream_pictures(run: Run, lamp: Lamp, stage: str) -> None:
     folder = run.stage_folder(stage)
     dream = Dream(lamp, seed=run.config.seed)
     frames = dream.decode(dream.advance(160))
-    contact_sheet([frames[:8], frames[::20][:8]], folder / "samples.png")
+    contact_sheet([frames[:8], frames[::20][:8]], scale=2).save(folder / "samples.png")
     write_video(folder / "dream.gif", frames, fps=max(lamp.data.lamp_fps * 2, 5.0))
 
 
@@ -685,7 +680,7 @@ def _sharpen_pictures(folder: Path, sharpener: Sharpener) -> None:
         size = pairs.val_targets.shape[1]
         rows.insert(1, frames_to_uint8(torch.nn.functional.interpolate(
             inputs, size=(size, size), mode="bilinear", align_corners=False)))
-    contact_sheet(rows, folder / "samples.png", scale=1 if pairs.val_targets.shape[1] > 64 else 2)
+    contact_sheet(rows, scale=1 if pairs.val_targets.shape[1] > 64 else 2).save(folder / "samples.png")
 
 
 def upgrade_lamp(run: Run) -> tuple[Lamp, VAE]:
