@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from lavalamp.models import one_line
+from lavalamp.models.fields import documented
 from lavalamp.models.limits import TEMPERATURE_RANGE
 
 MAX_CONFIG_BYTES = 256 * 1024  # a config file is a few kilobytes; anything bigger is a mistake
@@ -40,8 +41,7 @@ def opt(default: Any, doc: str, *, range: tuple[float, float] | None = None,
         parse: typing.Callable[[str, Any], Any] | None = None) -> Any:
     """A config field with its documentation, its allowed values (or its own `parse(key, value)`)
     and whether a running daemon applies a change of it in place (live) or only at its next start."""
-    return field(default=default, metadata={"doc": doc, "range": range, "choices": choices,
-                                            "live": live, "parse": parse})
+    return documented(default, doc, range=range, choices=choices, live=live, parse=parse)
 
 
 SCREEN_CHOICES = ("primary", "all")

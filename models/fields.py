@@ -33,9 +33,10 @@ def field_problem(config: Any, f: dataclasses.Field) -> str | None:
     value, meta = getattr(config, f.name), f.metadata
     if value is None:
         return None
-    if "choices" in meta and value not in meta["choices"]:
+    if meta.get("choices") is not None and value not in meta["choices"]:
         return f"{f.name} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}"
-    bounds = [(test, word, meta[key]) for key, (test, word) in BOUNDS.items() if key in meta]
+    bounds = [(test, word, meta[key]) for key, (test, word) in BOUNDS.items()
+              if meta.get(key) is not None]
     if bounds and (isinstance(value, bool) or not isinstance(value, (int, float))
                    or not all(test(value, bound) for test, _, bound in bounds)):
         wanted = " and ".join(f"{word} {bound:g}" if isinstance(bound, float) else f"{word} {bound}"

@@ -9,8 +9,8 @@ from PIL import Image
 
 from lavalamp.daemon.cli import main
 from lavalamp.models.checkpoint import save_lamp
-from lavalamp.train.evaluate import (CLIP_FRAMES, EvalConfig, Examples, critic_frames, critic_test,
-                                     evaluate_frames)
+from lavalamp.train.critic import CLIP_FRAMES, Examples, critic_frames, critic_test
+from lavalamp.train.evaluate import EvalConfig, evaluate_frames
 
 from .fakes import make_lamp
 
