@@ -100,7 +100,7 @@ class LatentRNN(nn.Module):
         """What the head learns to predict from latents (B,T,D): next latents or their steps (B,T-1,D)."""
         return z[:, 1:] - z[:, :-1] if self.config.residual else z[:, 1:]
 
-    def advance(self, z: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    def next_latent(self, z: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
         """Current latents (...,D) and a predicted head value -> next latents (...,D)."""
         nxt = z + prediction if self.config.residual else prediction
         return project_to_sphere(nxt) if self.config.sphere else nxt
@@ -119,11 +119,6 @@ class LatentRNN(nn.Module):
         sigma = out.log_sigma.gather(-2, index).squeeze(-2).exp() * math.sqrt(temperature)
         noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + sigma * noise
-
-    def mean(self, out: HeadOutput) -> torch.Tensor:
-        """Expected head value (...,D) under the mixture."""
-        weights = F.softmax(out.logit_pi, dim=-1).unsqueeze(-1)
-        return (weights * out.mu).sum(dim=-2)
 
 
 def mdn_nll(out: HeadOutput, target: torch.Tensor) -> torch.Tensor:

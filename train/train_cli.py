@@ -158,7 +158,7 @@ def _remember(run: Run, settings: dict) -> None:
 def _footage(settings: dict, config: TrainConfig) -> Footage:
     """Training footage at the source frame rate (the trainer steps it itself, keeping every phase)."""
     options = dict(settings["footage"], crop=tuple(settings["footage"]["crop"] or ()) or None)
-    footage_config = FootageConfig(frame_size=config.frame_size, frame_step=1, **options)
+    footage_config = FootageConfig(frame_size=config.frame_size, **options)
     parts = []
     if settings["sources"]:
         parts.append(load_footage(settings["sources"], footage_config, min_frames=config.min_frames))
@@ -169,12 +169,12 @@ def _footage(settings: dict, config: TrainConfig) -> Footage:
             sequences=[simulate(sim["frames"], seed=s, size=config.frame_size, fps=SIM_FPS,
                                 palette=sim["palette"]) for s in seeds],
             names=[f"simulator seed {s}" for s in seeds], source_fps=[SIM_FPS] * len(seeds),
-            frame_step=1, val_fraction=footage_config.val_fraction,
+            val_fraction=footage_config.val_fraction,
             description=f"{len(seeds)} clips x {sim['frames']} frames of the built-in simulator "
                         f"(seeds {seeds[0]}..{seeds[-1]}, palette {sim['palette'] or 'by seed'}, "
                         f"{SIM_FPS:g} fps)"))
     return Footage(sequences=[s for p in parts for s in p.sequences],
                    names=[n for p in parts for n in p.names],
-                   source_fps=[f for p in parts for f in p.source_fps], frame_step=1,
+                   source_fps=[f for p in parts for f in p.source_fps],
                    val_fraction=footage_config.val_fraction,
                    description="; ".join(p.description for p in parts))

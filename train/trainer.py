@@ -41,7 +41,11 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 START_CONTEXTS = 64
 START_CONTEXT_STEPS = 8
-STAGE_SEEDS = {"vae": 1, "rnn": 2, "refine": 3, "sharpen": 4}
+SEED_STREAMS = ("vae weights", "vae steps", "refine steps", "sharpen weights", "sharpen steps",
+                "rnn weights", "rnn steps", "rnn validation", "start contexts", "calibration", "samples")
+"""The run's random streams, one child each of SeedSequence(--seed), spawned in this order: a stage's
+initial weights (torch), its steps (batches in NumPy and noise in torch, each process its own), the
+RNN's validation windows, the lamp's start contexts, the calibration dreams and the sample dreams."""
 DECODER_LOSSES = ("l1", "adversarial")
 MAX_SEED = 2**63 - 1
 SHARPEN_VALIDATION_FRAMES = 48
@@ -212,12 +216,28 @@ class Run:
     device: torch.device
     progress: bool = True
 
+    def seeds(self, stream: str, *, per_process: bool = False) -> np.random.SeedSequence:
+        """The run's random stream `stream` (one of SEED_STREAMS); with `per_process`, this
+        process's own child of it."""
+        return seed_stream(self.config.seed, stream, self.world.rank if per_process else 0)
+
     def stage_folder(self, stage: str) -> Path:
         """The folder of one stage's files (created on the main process)."""
         path = self.folder / stage
         if self.world.main:
             path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def seed_stream(seed: int, stream: str, rank: int = 0) -> np.random.SeedSequence:
+    """Stream `stream` (one of SEED_STREAMS) of a run seeded `seed`, for process `rank`."""
+    child = np.random.SeedSequence(seed).spawn(len(SEED_STREAMS))[SEED_STREAMS.index(stream)]
+    return child.spawn(rank + 1)[rank]
+
+
+def int_seed(stream: np.random.SeedSequence) -> int:
+    """One integer seed (0 .. 2**63 - 1) drawn from a stream, for torch or a Dream."""
+    return int(stream.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 class Budget:
@@ -275,8 +295,9 @@ def optimize(run: Run, stage: str, model: nn.Module, loss_module: nn.Module,
     folder = run.stage_folder(stage)
     budget = stage_budget(run, stage)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
-    rng = np.random.default_rng([run.config.seed, run.world.rank, STAGE_SEEDS[stage]])
-    torch.manual_seed(run.config.seed * 1000 + run.world.rank)
+    batches, noise = run.seeds(f"{stage} steps", per_process=True).spawn(2)
+    rng = np.random.default_rng(batches)
+    torch.manual_seed(int_seed(noise))
     state = load_state(folder / STATE_FILE)
     step, elapsed, summary = 0, 0.0, {}
     if state is not None:
@@ -356,7 +377,7 @@ def _checkpoint_stage(run: Run, folder: Path, model: nn.Module, optimizer, rng, 
 # ------------------------------------------------------------------------------------- stages
 def train_vae(run: Run, pool: np.ndarray, val: np.ndarray) -> tuple[VAE, dict[str, Any]]:
     """Stage 1: the VAE that maps frames to latents and back (frames from `image_frames`)."""
-    torch.manual_seed(run.config.seed)
+    torch.manual_seed(int_seed(run.seeds("vae weights")))
     vae = VAE(run.config.vae_config()).to(run.device)
     loss = VAELoss(vae, kl_weight=run.config.kl_weight)
     summary = _optimize_on_frames(run, "vae", vae, loss, run.config.vae_lr, pool, val, ("psnr", "kl"))
@@ -467,13 +488,14 @@ def sample_windows(sequences: list[np.ndarray], rng: np.random.Generator, count:
 def train_rnn(run: Run, latents: dict[str, list[np.ndarray]]) -> tuple[LatentRNN, dict[str, Any]]:
     """Stage 3: the latent RNN on windows of the encoded footage, with free-running rollouts."""
     c = run.config
-    torch.manual_seed(c.seed + 1)
+    torch.manual_seed(int_seed(run.seeds("rnn weights")))
     rnn = LatentRNN(c.rnn_config()).to(run.device)
     loss = RNNLoss(rnn, warmup=c.warmup, rollout=c.rollout, rollout_weight=c.rollout_weight,
                    context_noise=c.context_noise, normality_weight=c.normality_weight)
-    val_source = latents["val"] if _fits(latents["val"], c) else latents["train"]
-    val = torch.from_numpy(sample_windows(val_source, np.random.default_rng(c.seed), 64,
-                                          c.window + 1, c.frame_step))
+    fits = any(len(s) >= c.min_frames for s in latents["val"])  # one window, frame_step apart
+    val_source = latents["val"] if fits else latents["train"]
+    val = torch.from_numpy(sample_windows(val_source, np.random.default_rng(run.seeds("rnn validation")),
+                                          64, c.window + 1, c.frame_step))
 
     def batch(rng: np.random.Generator) -> torch.Tensor:
         return torch.from_numpy(sample_windows(latents["train"], rng, c.rnn_batch, c.window + 1,
@@ -488,17 +510,13 @@ def train_rnn(run: Run, latents: dict[str, list[np.ndarray]]) -> tuple[LatentRNN
     return rnn, summary
 
 
-def _fits(sequences: list[np.ndarray], c: TrainConfig) -> bool:
-    return any(len(s) >= c.window * c.frame_step + 1 for s in sequences)
-
-
 def build_lamp(run: Run, vae: VAE, rnn: LatentRNN, latents: dict[str, list[np.ndarray]],
                clips: Footage, summaries: dict[str, Any]) -> Lamp:
     """Everything the daemon needs, in one Lamp."""
     c = run.config
     stepped = np.concatenate([s[::c.frame_step] for s in latents["train"]])
-    contexts = sample_windows(latents["train"], np.random.default_rng(c.seed + 2), START_CONTEXTS,
-                              START_CONTEXT_STEPS, c.frame_step)
+    contexts = sample_windows(latents["train"], np.random.default_rng(run.seeds("start contexts")),
+                              START_CONTEXTS, START_CONTEXT_STEPS, c.frame_step)
     d = c.latent_size
     training = {"config": dataclasses.asdict(c), "stages": summaries, "package_version": __version__,
                 "processes": run.world.size, "device": run.device.type}
@@ -513,7 +531,8 @@ def build_lamp(run: Run, vae: VAE, rnn: LatentRNN, latents: dict[str, list[np.nd
 @torch.no_grad()
 def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
                           seed: int) -> dict[str, Any]:
-    """Set lamp.temperature so the dream moves per step like the training footage.
+    """Set lamp.temperature so the dream moves per step like the training footage (CALIBRATION_DREAMS
+    dreams seeded from `seed`).
 
     Too hot a mixture-density head adds step-to-step jitter that the footage does not have (its
     slow drift is right at any temperature). This takes the hottest temperature whose one-step
@@ -528,8 +547,8 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
     for t in CALIBRATION_TEMPERATURES:
         lamp.temperature = t
         moves = []
-        for k in range(CALIBRATION_DREAMS):
-            dream = Dream(lamp, seed=seed + k)
+        for stream in np.random.SeedSequence(seed).spawn(CALIBRATION_DREAMS):
+            dream = Dream(lamp, seed=int_seed(stream))
             dream.skip(CALIBRATION_STEPS // 4)
             moves.append(step_motion(dream.decode(dream.advance(CALIBRATION_STEPS))).mean())
         ratios[t] = float(np.mean(moves) / max(target, 1e-6))
@@ -545,7 +564,7 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
 @torch.no_grad()
 def _dream_pictures(run: Run, lamp: Lamp, stage: str) -> None:
     folder = run.stage_folder(stage)
-    dream = Dream(lamp, seed=run.config.seed)
+    dream = Dream(lamp, seed=int_seed(run.seeds("samples")))
     frames = dream.decode(dream.advance(160))
     contact_sheet([frames[:8], frames[::20][:8]], scale=2).save(folder / "samples.png")
     write_video(folder / "dream.gif", frames, fps=max(lamp.data.lamp_fps * 2, 5.0))
@@ -584,7 +603,7 @@ def _sharpen_inputs(run: Run, vae: VAE, frames: np.ndarray) -> torch.Tensor:
 def sharpen_stage(run: Run, vae: VAE, clips: Footage) -> tuple[Upsampler | None, dict[str, Any]]:
     """Stage 1c: the upsampler (or the decoder) sharpened against discriminators; resumable."""
     c = run.config
-    torch.manual_seed(c.seed + STAGE_SEEDS["sharpen"])
+    torch.manual_seed(int_seed(run.seeds("sharpen weights")))
     upsampler = Upsampler(c.upsampler_config()).to(run.device) if c.upsampled else None
     if not c.sharpens:
         return None, {"skipped": "no upsampler and decoder_loss l1"}
@@ -611,7 +630,9 @@ def _sharpen_loop(run: Run, folder: Path, sharpener: Sharpener, state: dict | No
     """Steps until the budget is spent or a failure is seen (then the last good weights stay)."""
     c, config = run.config, sharpener.config
     budget = stage_budget(run, "sharpen")
-    rng = np.random.default_rng([c.seed, STAGE_SEEDS["sharpen"]])
+    batches, noise = run.seeds("sharpen steps").spawn(2)
+    rng = np.random.default_rng(batches)
+    torch.manual_seed(int_seed(noise))
     step, elapsed, failure = 0, 0.0, None
     if state is not None:
         sharpener.load_state_dict(state["sharpener"])
@@ -732,6 +753,6 @@ def _train_new_lamp(run: Run, clips: Footage) -> Lamp:
                                                      "sharpen": sharpen_summary, "rnn": rnn_summary})
     if run.world.main:
         lamp.training["calibration"] = calibrate_temperature(lamp, base.train, run.config.frame_step,
-                                                             run.config.seed)
+                                                             int_seed(run.seeds("calibration")))
     lamp.upsampler = upsampler.to(run.device) if upsampler is not None else None
     return lamp
