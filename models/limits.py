@@ -8,6 +8,13 @@ TEMPERATURE_RANGE = (0.05, 3.0)
 """Sampling temperatures of a dream, relative to the lamp's calibrated one (1 = moves like its footage)."""
 
 
+def check_frame_size(value: int, name: str = "frame_size") -> int:
+    """`value` if it is one of FRAME_SIZES, else a ValueError naming `name` and the sizes."""
+    if value not in FRAME_SIZES:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, FRAME_SIZES))}, got {value}")
+    return value
+
+
 def check_temperature(value: float, name: str = "temperature") -> float:
     """`value` if it lies in TEMPERATURE_RANGE, else a ValueError naming `name` and the range."""
     low, high = TEMPERATURE_RANGE

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from lavalamp.models.limits import FRAME_SIZES
+from lavalamp.models.limits import check_frame_size
 from lavalamp.models.motion import mean_abs_diff
 
 if TYPE_CHECKING:  # PyAV is imported when a video is opened: `lavalamp run` never pays for it
@@ -81,8 +81,7 @@ class FootageConfig:
     look right mirrored."""
 
     def __post_init__(self) -> None:
-        if self.frame_size not in FRAME_SIZES:
-            raise ValueError(f"frame_size must be one of {FRAME_SIZES}, got {self.frame_size}")
+        check_frame_size(self.frame_size)
         if not 0.0 <= self.dedupe_threshold <= 255.0:
             raise ValueError(f"dedupe_threshold must be in 0..255, got {self.dedupe_threshold}")
         if not 0.0 < self.default_fps <= 1000.0:

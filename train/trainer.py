@@ -18,11 +18,11 @@ from torch import nn
 from lavalamp.models import __version__
 from lavalamp.models.atomic import atomic_write_bytes
 from lavalamp.models.checkpoint import DataInfo, Lamp, load_lamp, save_lamp
-from lavalamp.models.dream import Dream, frames_to_float, frames_to_uint8
 from lavalamp.models.conv import MAX_CHANNELS as MAX_CONV_CHANNELS
+from lavalamp.models.dream import Dream, frames_to_float, frames_to_uint8
 from lavalamp.models.fields import documented, field_problem, option
-from lavalamp.models.limits import FRAME_SIZES
 from lavalamp.models.latent import latent_stats, project_to_sphere, slerp
+from lavalamp.models.limits import FRAME_SIZES
 from lavalamp.models.motion import step_motion
 from lavalamp.models.rnn import CELLS, HEADS, LatentRNN, LatentRNNConfig
 from lavalamp.models.upsample import (MAX_UPSAMPLER_BLOCKS, MAX_UPSAMPLER_CHANNELS, MIN_CHANNELS, Upsampler,
