@@ -19,6 +19,8 @@ import yaml
 
 from lavalamp.models import one_line
 from lavalamp.models.device import device_name_problem
+from lavalamp.models.fields import documented
+from lavalamp.models.limits import TEMPERATURE_RANGE
 
 MAX_CONFIG_BYTES = 256 * 1024  # a config file is a few kilobytes; anything bigger is a mistake
 MAX_DEPTH = 16  # nesting of YAML collections (a config needs 2)
@@ -48,8 +50,7 @@ def opt(default: Any, doc: str, *, range: tuple[float, float] | None = None,
         parse: typing.Callable[[str, Any], Any] | None = None) -> Any:
     """A config field with its documentation, its allowed values (or its own `parse(key, value)`)
     and whether a running daemon applies a change of it in place (live) or only at its next start."""
-    return field(default=default, metadata={"doc": doc, "range": range, "choices": choices,
-                                            "live": live, "parse": parse})
+    return documented(default, doc, range=range, choices=choices, live=live, parse=parse)
 
 
 SCREEN_CHOICES = ("primary", "all")
@@ -110,7 +111,7 @@ class ModelConfig:
                              range=(1, 256))
     temperature: float = opt(1.0, "sampling temperature of the dream, relative to the lamp's calibrated one "
                              "(1 = moves like the footage it was trained on; lower is calmer)",
-                             range=(0.05, 3.0), live=True)
+                             range=TEMPERATURE_RANGE, live=True)
     seed: int | None = opt(None, "seed of the first dream; null = a fresh random seed each start",
                            range=(0, 2**63 - 1), live=True)
     library: str | None = opt(None, "folder of lamp checkpoints (NAME.safetensors) that the "

@@ -14,6 +14,7 @@ import torch
 from lavalamp.models import EXIT_USAGE
 from lavalamp.models.checkpoint import LampLoadError, default_lamp_path, load_lamp
 from lavalamp.models.device import DeviceError, resolve_device
+from lavalamp.models.limits import check_temperature
 from lavalamp.models.video import SUPPORTED_SUFFIXES, check_output_path, write_video
 
 from .config import ConfigError, load_config
@@ -92,7 +93,7 @@ def _checked(args: argparse.Namespace):
         raise ValueError(f"--skip must be >= 0, got {args.skip}")
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be in 0..{2**63 - 1}, got {args.seed}")
-    if args.temperature is not None and not 0.05 <= args.temperature <= 3.0:
-        raise ValueError(f"--temperature must be in 0.05..3, got {args.temperature}")
+    if args.temperature is not None:
+        check_temperature(args.temperature, "--temperature")
     check_output_path(args.out)
     return load_config(args.config)

@@ -14,6 +14,7 @@ from lavalamp.models import one_line
 from lavalamp.models.checkpoint import Lamp
 from lavalamp.models.dream import Dream, NonFiniteFrames, check_frames, frames_to_uint8
 from lavalamp.models.latent import LatentStats
+from lavalamp.models.motion import step_motion
 
 from .config import GuardConfig, ModelConfig
 from .guard import Action, DriftGuard
@@ -189,13 +190,13 @@ class FrameSource:
         latents = self.dream.advance(n)
         action = self.guard.check_latents(latents)
         if action.kind == "reseed":
-            log.warning("drift guard: %s (latent stats %s)", action.reason, _fmt(self.guard.stats))
+            log.warning("drift guard: %s (latent stats %s)", action.reason, self.guard.stats.describe())
             self.reseed(action.reason)
             latents = self.dream.advance(n)
             if self.guard.check_latents(latents).reason == "non_finite":
                 raise LampBroken("the lamp produces non-finite latents right after a fresh start")
         elif action.kind == "renormalize":
-            log.info("drift guard: renormalizing (latent stats %s)", _fmt(self.guard.stats))
+            log.info("drift guard: renormalizing (latent stats %s)", self.guard.stats.describe())
             self.dream.set_latent(self.guard.renormalize(self.dream.latent.double()).float())
             self.renormalizations += 1
         self.latent_stats, self.latent_distance = self.guard.stats, self.guard.distance
@@ -226,8 +227,7 @@ class FrameSource:
     def _observe_motion(self, frames: np.ndarray) -> Action:
         """Mean absolute change of each new frame from the one before (0..255), to the guard."""
         previous = self._last_raw if self._last_raw is not None else frames[0]
-        stack = np.concatenate([previous[None], frames]).astype(np.int16)
-        motion = np.abs(np.diff(stack, axis=0)).mean(axis=(1, 2, 3))
+        motion = step_motion(np.concatenate([previous[None], frames]))
         if motion.max() >= self._guard_config.freeze_motion:
             self._frozen_dreams = 0
         self.motion = float(motion[-1])
@@ -249,7 +249,3 @@ class FrameSource:
         if self._fade_done >= total:
             self._fade_from = None
         return np.rint(mixed).astype(np.uint8)
-
-
-def _fmt(stats) -> str:
-    return "mean %.3f std %.3f skew %.3f kurtosis %.3f" % tuple(stats)

@@ -6,6 +6,7 @@ import torch
 
 from lavalamp.models.checkpoint import DataInfo, Lamp
 from lavalamp.models.latent import LatentStats
+from lavalamp.models.motion import mean_abs_diff  # noqa: F401 - the tests' one measure of change
 from lavalamp.models.rnn import LatentRNN, LatentRNNConfig
 from lavalamp.models.upsample import Upsampler, UpsamplerConfig
 from lavalamp.models.vae import VAE, VAEConfig
@@ -54,13 +55,6 @@ def save_fake_lamp(path, **kwargs) -> str:
 
     save_lamp(make_lamp(**kwargs), path)
     return str(path)
-
-
-def mean_abs_diff(a, b) -> float:
-    """Mean absolute difference of two uint8 images or frame stacks, in 8-bit levels."""
-    import numpy as np
-
-    return float(np.abs(np.asarray(a, int) - np.asarray(b, int)).mean())
 
 
 def metric(registry, name: str, labels: dict | None = None) -> float:

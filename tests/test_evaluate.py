@@ -9,8 +9,8 @@ from PIL import Image
 
 from lavalamp.daemon.cli import main
 from lavalamp.models.checkpoint import save_lamp
-from lavalamp.train.evaluate import (CLIP_FRAMES, EvalConfig, Examples, critic_frames, critic_test,
-                                     evaluate_frames)
+from lavalamp.train.critic import CLIP_FRAMES, Examples, critic_frames, critic_test
+from lavalamp.train.evaluate import EvalConfig, evaluate_frames
 
 from .fakes import make_lamp
 
@@ -89,6 +89,19 @@ def test_critic_seeds_out_of_range_exit_2(tmp_path, reference, capsys):
                  str(tmp_path / "ref.npz"), "--critic-seeds", "0", "--out", str(tmp_path / "out")])
     assert code == 2
     assert "--critic-seeds" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("temperature", ["10", "0.01", "nan"])
+def test_a_temperature_outside_the_dream_range_exits_2(tmp_path, reference, capsys, temperature):
+    """The range `lavalamp run` and `render` accept: a lamp at 10x its calibrated temperature
+    is not the lamp a user will see, so its report would judge nothing."""
+    save_lamp(make_lamp(), tmp_path / "lamp.safetensors")
+    np.savez(tmp_path / "ref.npz", frames=reference, fps=FPS)
+    code = main(["eval", "--model", str(tmp_path / "lamp.safetensors"), "--reference",
+                 str(tmp_path / "ref.npz"), "--temperature", temperature, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--temperature" in err and "must be in 0.05..3" in err and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

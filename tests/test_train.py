@@ -188,6 +188,36 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, clip, args, mes
     assert "Traceback" not in result.stderr and not run.exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--mixtures", "0"], "mixtures must be at least 1, got 0 (--mixtures)"),
+    (["--hidden-size", "0"], "hidden_size must be at least 1, got 0 (--hidden-size)"),
+    (["--warmup", "6"], "warmup must be below window (6), got 6 (--warmup)"),
+    (["--upsampler-channels", "4"], "(--upsampler-channels)"),
+    (["--cell", "rnn"], "cell must be one of gru, lstm, got 'rnn' (--cell)"),
+    (["--sharpen-lr", "0"], "sharpen_lr must be above 0, got 0.0 (--sharpen-lr)"),
+])
+def test_every_stage_setting_is_checked_before_any_training(tmp_path, clip, capsys, args, message):
+    """A setting of a later stage (RNN, upsampler, sharpening) is refused at once, in one line
+    naming its flag, not after the VAE has trained."""
+    from lavalamp.daemon.cli import main
+
+    run = tmp_path / "run"
+    code = main(["train", str(clip), "--run-dir", str(run), *TINY, *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not run.exists()
+
+
+def test_train_help_shows_what_each_setting_does(capsys):
+    from lavalamp.daemon.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--mixtures MIXTURES Gaussians of the mixture-density head. (default 5)" in text
+    assert "Units of the RNN core" in text and "(default 128)" in text
+
+
 @pytest.mark.slow
 def test_an_existing_run_needs_resume(tmp_path, clip):
     run = tmp_path / "run"
