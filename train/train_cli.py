@@ -52,14 +52,14 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
-    footage = p.add_argument_group("footage")
+    footage, footage_defaults = p.add_argument_group("footage"), FootageConfig()
     footage.add_argument("--crop", help="crop box x0,y0,x1,y1 in source pixels")
     footage.add_argument("--auto-crop", action="store_true", help="find the lamp and crop to it")
-    footage.add_argument("--dedupe", type=float, default=0.0, metavar="MAD",
+    footage.add_argument("--dedupe", type=float, default=footage_defaults.dedupe_threshold, metavar="MAD",
                          help="drop frames differing from the previous by less than MAD (0..255)")
-    footage.add_argument("--default-fps", type=float, default=30.0,
+    footage.add_argument("--default-fps", type=float, default=footage_defaults.default_fps,
                          help="frame rate of image folders and .npz files without fps")
-    footage.add_argument("--val-fraction", type=float, default=0.1,
+    footage.add_argument("--val-fraction", type=float, default=footage_defaults.val_fraction,
                          help="last share of each clip held out for validation")
     footage.add_argument("--mirror", action="store_true",
                          help="also train on each clip mirrored left-right (twice the data from a "
