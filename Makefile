@@ -1,17 +1,23 @@
-# Set-up and everyday commands. `make run` shows the lamp; `make test` runs the tests.
-# Both create .venv on first use. TORCH picks the torch wheel: the default is the pinned
-# release (CPU build on this project's CI); see the README for CUDA and Apple M1.
+# Set-up and everyday commands. `make run` shows the lamp; `make test` runs the tests (`make
+# test-fast`: all but the slow ones). They create .venv on first use, for which the system needs
+# python3 >= PYTHON_MIN with its venv module (Debian/Ubuntu: python3-venv) and make. TORCH picks
+# the torch wheel: the default is the pinned release (CPU build on this project's CI); see the
+# README for CUDA and Apple M1.
 
 VENV ?= .venv
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+PYTHON_MIN := 3.10
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NEEDS := needs $(PYTHON) >= $(PYTHON_MIN) with its venv module (Debian/Ubuntu: sudo apt install python3 python3-venv)
 
-.PHONY: run test fuzz default-lamp eval-default-lamp clean
+.PHONY: run test test-fast config-yaml fuzz default-lamp eval-default-lamp clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < tuple(map(int, "$(PYTHON_MIN)".split("."))))' \
+		2>/dev/null || { echo "make: cannot make $(VENV): $(NEEDS)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: cannot make $(VENV): $(NEEDS)" >&2; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -22,6 +28,15 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The everyday loop: every test but those marked slow (they start Python and torch, build a wheel or
+# start a display server); `make test` runs them all, as CI does.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+# Rewrite config.yaml from the config dataclasses (daemon/config.py): their docs are its comments.
+config-yaml: $(STAMP)
+	$(PY) -c 'from lavalamp.daemon.config_file import write_config_yaml; write_config_yaml("config.yaml")'
 
 # The config and checkpoint-header fuzz tests with many more examples than the suite's few seconds.
 fuzz: $(STAMP)

@@ -18,11 +18,9 @@ import tempfile
 import time
 
 import torch
-from prometheus_client import CollectorRegistry
 
 from lavalamp.daemon.config import GuardConfig
-from lavalamp.daemon.metrics import DaemonMetrics
-from lavalamp.daemon.render_cli import render
+from lavalamp.daemon.offline_render import render
 from lavalamp.daemon.source import FrameSource
 from lavalamp.models.checkpoint import load_lamp
 from lavalamp.models.dream import Dream
@@ -46,8 +44,7 @@ def bare_decode(lamp, frames: int) -> None:
 
 
 def render_frames(lamp, frames: int, guard: bool) -> None:
-    source = FrameSource(lamp=lamp, guard=GuardConfig(enabled=guard),
-                         metrics=DaemonMetrics(CollectorRegistry(), process=False), seed=1)
+    source = FrameSource(lamp=lamp, guard=GuardConfig(enabled=guard), seed=1)
     render(source, frames=frames, batch=BATCH)
 
 

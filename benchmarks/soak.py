@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.fakes import lamp_header, rewrite_lamp  # noqa: E402  (the hostile files of the tests)
 
-GOOD_CONFIGS = [{"guard": {"crossfade_frames": 12}}, {"display": {"speed": 1.5}},
-                {"guard": {"crossfade_frames": 24}, "display": {"speed": 1.0}}]
+GOOD_CONFIGS = [{"model": {"crossfade_frames": 12}}, {"display": {"speed": 1.5}},
+                {"model": {"crossfade_frames": 24}, "display": {"speed": 1.0}}]
 BAD_CONFIGS = [
     "display:\n  fps: fast\n",
     "model:\n  path: " + "[" * 2000 + "]" * 2000 + "\n",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 import reprlib
@@ -17,11 +18,21 @@ from typing import Any
 import yaml
 
 from lavalamp.models import one_line
+from lavalamp.models.device import device_name_problem
+from lavalamp.models.fields import documented
+from lavalamp.models.limits import TEMPERATURE_RANGE
 
 MAX_CONFIG_BYTES = 256 * 1024  # a config file is a few kilobytes; anything bigger is a mistake
 MAX_DEPTH = 16  # nesting of YAML collections (a config needs 2)
 MAX_VALUES = 10_000  # YAML values after alias expansion (a config has about 60)
 MAX_QUOTE = 60  # characters of a value quoted in an error message
+
+# Keys that moved, old dotted name -> new: an old config file keeps working (the log says so).
+RENAMED = {"buffer.stall_s": "producer.stall_s", "buffer.max_failures": "producer.max_failures",
+           "buffer.failure_window_s": "producer.failure_window_s",
+           "guard.crossfade_frames": "model.crossfade_frames"}
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -39,8 +50,7 @@ def opt(default: Any, doc: str, *, range: tuple[float, float] | None = None,
         parse: typing.Callable[[str, Any], Any] | None = None) -> Any:
     """A config field with its documentation, its allowed values (or its own `parse(key, value)`)
     and whether a running daemon applies a change of it in place (live) or only at its next start."""
-    return field(default=default, metadata={"doc": doc, "range": range, "choices": choices,
-                                            "live": live, "parse": parse})
+    return documented(default, doc, range=range, choices=choices, live=live, parse=parse)
 
 
 SCREEN_CHOICES = ("primary", "all")
@@ -59,6 +69,14 @@ def _screens(key: str, value: Any) -> str | tuple[int, ...]:
         raise ConfigError(f"{key}: expected 'primary', 'all' or a list of distinct monitor "
                           f"indexes in 0..16 (e.g. [0, 1]), got {_show(shown)}")
     return tuple(value)
+
+
+def _device(key: str, value: Any) -> str:
+    """model.device: a device name models.device accepts (whether it exists is checked at start)."""
+    problem = device_name_problem(value)
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
+    return value
 
 
 def lamp_name_problem(name: Any) -> str | None:
@@ -87,18 +105,20 @@ class ModelConfig:
 
     path: str | None = opt(None, "checkpoint file (.safetensors); null = the lamp shipped in the package",
                            live=True)
-    device: str = opt("auto", "torch device; auto = cuda, then mps, then cpu",
-                      choices=("auto", "cpu", "cuda", "mps"))
+    device: str = opt("auto", "torch device: auto = cuda, then mps, then cpu; or cpu, cuda, "
+                      "cuda:N (the Nth GPU), mps", parse=_device)
     torch_threads: int = opt(1, "torch threads of the producer (1 is fastest on small machines)",
                              range=(1, 256))
     temperature: float = opt(1.0, "sampling temperature of the dream, relative to the lamp's calibrated one "
                              "(1 = moves like the footage it was trained on; lower is calmer)",
-                             range=(0.05, 3.0), live=True)
+                             range=TEMPERATURE_RANGE, live=True)
     seed: int | None = opt(None, "seed of the first dream; null = a fresh random seed each start",
                            range=(0, 2**63 - 1), live=True)
     library: str | None = opt(None, "folder of lamp checkpoints (NAME.safetensors) that the "
                               "playlist and the control surfaces choose lamps from by NAME; "
                               "null = no library", live=True)
+    crossfade_frames: int = opt(24, "generated frames a fresh dream or a new lamp cross-fades "
+                                "over from the last frame shown", range=(1, 10000), live=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,6 +173,12 @@ class BufferConfig:
 
     depth_frames: int = opt(64, "generated frames held ahead of the display", range=(2, 100000))
     batch_frames: int = opt(8, "frames decoded per batch on the producer thread", range=(1, 1024))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProducerConfig:
+    """Supervision of the producer thread: when it counts as hung, how many crashes end the daemon."""
+
     stall_s: float = opt(5.0, "producer heartbeat older than this counts as hung: the systemd "
                          "watchdog is withheld so the service gets restarted", range=(0.5, 3600),
                          live=True)
@@ -191,8 +217,6 @@ class GuardConfig:
                                 "for loop detection", range=(1, 86400), live=True)
     loop_memory_s: float = opt(900.0, "lamp seconds of old latents remembered for loop detection "
                                "(one per lamp second, at most 4096)", range=(1, 1e6), live=True)
-    crossfade_frames: int = opt(24, "generated frames a reseed cross-fades over", range=(1, 10000),
-                                live=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -284,6 +308,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
+    producer: ProducerConfig = field(default_factory=ProducerConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -384,11 +409,32 @@ def parse_config(data: Any) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of sections at the top level, got {_show(data)}")
-    config = _build(Config, data, "")
+    config = _build(Config, _renamed(data), "")
     _check_schedule(config.schedule)
     _check_playlist(config)
     _check_remote(config.control, config.mqtt)
     return config
+
+
+def _renamed(data: dict) -> dict:
+    """`data` with each key of RENAMED moved to its new name (a warning in the log each time);
+    ConfigError if a file sets both names."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in RENAMED.items():
+        (section, name), (new_section, new_name) = old.split("."), new.split(".")
+        if not isinstance(data.get(section), dict) or name not in data[section]:
+            continue
+        if data.get(new_section) is None:
+            data[new_section] = {}
+        if not isinstance(data[new_section], dict):
+            continue  # refused below with its own message
+        if new_name in data[new_section]:
+            raise ConfigError(f"{old} and {new} are both set: {old} is the old name of {new} "
+                              f"(keep only {new})")
+        data[new_section][new_name] = data[section].pop(name)
+        log.warning("config: %s is renamed to %s; the old name still works, but write %s",
+                    old, new, new)
+    return data
 
 
 def _check_playlist(config: Config) -> None:
@@ -406,7 +452,7 @@ def _check_playlist(config: Config) -> None:
         raise ConfigError("playlist: set exactly one of every_s (seconds per lamp) and change "
                           f"(a crontab line), got {'both' if p.every_s is not None else 'neither'}")
     if p.change is not None:
-        _check_crontab("playlist.change", p.change, config.schedule.timezone)
+        cron(p.change, config.schedule.timezone, "playlist.change")
 
 
 def is_loopback(host: str) -> bool:
@@ -440,29 +486,18 @@ def _check_remote(control: ControlConfig, mqtt: MqttConfig) -> None:
 
 def _check_schedule(schedule: ScheduleConfig) -> None:
     """Crontab lines parse, the time zone exists, and every 'off' has its 'on'."""
-    from datetime import datetime, timezone
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from apscheduler.triggers.cron import CronTrigger
-
-    tz = None
     if schedule.timezone is not None:
         try:
-            tz = ZoneInfo(schedule.timezone)
+            ZoneInfo(schedule.timezone)
         except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ConfigError(f"schedule.timezone: unknown IANA time zone {_show(schedule.timezone)} "
                               "(e.g. 'Europe/Berlin')") from None
     for name in ("display_on", "display_off", "dim", "undim", "reseed"):
         line = getattr(schedule, name)
         if line is not None:
-            try:
-                trigger = CronTrigger.from_crontab(line, timezone=tz)
-            except ValueError as exc:
-                raise ConfigError(f"schedule.{name}: invalid crontab line {_show(line)} (expected "
-                                  f"'minute hour day month day-of-week'): {exc}") from None
-            if trigger.get_next_fire_time(None, datetime.now(tz or timezone.utc)) is None:
-                raise ConfigError(f"schedule.{name}: crontab line {_show(line)} never fires "
-                                  "(a date that does not exist, such as 30 February)")
+            cron(line, schedule.timezone, f"schedule.{name}")
     for start, end in (("display_off", "display_on"), ("dim", "undim")):
         if getattr(schedule, start) is not None and getattr(schedule, end) is None:
             raise ConfigError(f"schedule.{start} is set but schedule.{end} is not: the "
@@ -470,16 +505,26 @@ def _check_schedule(schedule: ScheduleConfig) -> None:
                               "never come back")
 
 
-def _check_crontab(key: str, line: str, timezone: str | None) -> None:
+def cron(line: str, timezone: str | None, key: str = "crontab") -> Any:
+    """A crontab line (minute hour day month day-of-week) in `timezone` (an IANA name; None =
+    local time) as an apscheduler CronTrigger; ConfigError naming `key` if it is invalid or never
+    fires. The one parser of crontab lines: the config checks them, the schedule runs them."""
+    from datetime import datetime
+    from datetime import timezone as utc_zone
     from zoneinfo import ZoneInfo
 
     from apscheduler.triggers.cron import CronTrigger
 
+    tz = ZoneInfo(timezone) if timezone else None
     try:
-        CronTrigger.from_crontab(line, timezone=ZoneInfo(timezone) if timezone else None)
+        trigger = CronTrigger.from_crontab(line, timezone=tz)
     except ValueError as exc:
-        raise ConfigError(f"{key}: invalid crontab line {line!r} (expected "
+        raise ConfigError(f"{key}: invalid crontab line {_show(line)} (expected "
                           f"'minute hour day month day-of-week'): {exc}") from None
+    if trigger.get_next_fire_time(None, datetime.now(tz or utc_zone.utc)) is None:
+        raise ConfigError(f"{key}: crontab line {_show(line)} never fires (a date that does not "
+                          "exist, such as 30 February)")
+    return trigger
 
 
 def _build(cls: type, data: dict, prefix: str) -> Any:
@@ -588,7 +633,3 @@ def _is_control(char: str) -> bool:
     """Control characters (C0, DEL, C1), lone surrogates and line/paragraph separators."""
     return unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp")
 
-
-def describe_defaults() -> dict[str, dict[str, Any]]:
-    """Every section's default values, for documentation and for the config.yaml test."""
-    return {f.name: dataclasses.asdict(getattr(Config(), f.name)) for f in dataclasses.fields(Config)}

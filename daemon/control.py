@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 CLIENT_TIMEOUT_S = 10.0  # a client that sends nothing for this long is dropped
+STOP_POLL_S = 0.05  # how often the server looks for a stop request (socketserver polls 0.5 s)
 PAGE = "control_page.html"
 
 
@@ -69,7 +70,7 @@ class ControlServer:
         self._server = self._bind()
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="control-http",
-                                        daemon=True)
+                                        args=(STOP_POLL_S,), daemon=True)
 
     def _bind(self) -> ThreadingHTTPServer:
         handler = type("Handler", (Handler,), {"api": self, "timeout": CLIENT_TIMEOUT_S})

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import start_http_server as _start_http_server
+from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFamily,
+                                            InfoMetricFamily, Metric)
 
-from lavalamp.models.latent import LatentStats
+if TYPE_CHECKING:
+    from .producer import Producer
+    from .ring import RingBuffer
+    from .source import FrameSource
 
 RESEED_REASONS = ("non_finite", "hard_drift", "frozen", "loop", "schedule", "manual", "remote",
                   "config", "producer_restart")
@@ -28,49 +35,121 @@ SCREEN = "screen"
 
 
 class ScreenMetrics:
-    """The per-screen series of one screen (or one dream) of DaemonMetrics, pre-created at 0.
+    """The per-screen series the frame loop counts into for one screen, pre-created at 0.
 
-    Producer, frame source and frame loop take one of these: they count into their own
-    `screen` label without knowing that there may be others.
+    The frame loop takes one of these per screen: it counts into its own `screen` label without
+    knowing that there may be others. (A dream's own series are read by DreamCollector.)
     """
 
     def __init__(self, metrics: "DaemonMetrics", screen: str) -> None:
         self.screen = screen
         for name in metrics.PER_SCREEN:
-            family = getattr(metrics, f"_{name}")
-            setattr(self, name, _Bound(family, screen) if family._labelnames != (SCREEN,)
-                    else family.labels(screen))
-        for s in STATISTICS:
-            self.latent_reference.labels(s)
-        for reason in RESEED_REASONS:
-            self.reseeds.labels(reason)
-        for result in SWAP_RESULTS:
-            self.model_swaps.labels(result)
-        self.latent = {s: metrics._latent[s].labels(screen) for s in STATISTICS}
+            setattr(self, name, getattr(metrics, f"_{name}").labels(screen))
         for name in metrics.SHARED:
             setattr(self, name, getattr(metrics, name))
 
-    def set_reference(self, reference: LatentStats) -> None:
-        """Publish the checkpoint's reference statistics."""
-        for s in STATISTICS:
-            self.latent_reference.labels(s).set(getattr(reference, s))
 
-    def set_latent(self, stats: LatentStats, distance: float) -> None:
-        """Publish the window's latent statistics and their distance from the reference."""
-        for s in STATISTICS:
-            self.latent[s].set(getattr(stats, s))
-        self.reference_distance.set(distance)
+@dataclass
+class _Dream:
+    source: "FrameSource"
+    producer: "Producer | None"
+    ring: "RingBuffer | None"
 
 
-class _Bound:
-    """A family with more labels than `screen`, its screen label filled in: `.labels(reason)`."""
+class DreamCollector:
+    """The series of each dream (its frame source, producer and ring buffer), read from the parts
+    at scrape time: they keep their own counts and need no metrics at all (`lavalamp render`)."""
 
-    def __init__(self, family, screen: str) -> None:
-        self._family, self._screen = family, screen
+    def __init__(self) -> None:
+        self._dreams: dict[str, _Dream] = {}
 
-    def labels(self, *values: str):
-        """The child of these other label values on this screen."""
-        return self._family.labels(*values, self._screen)
+    def watch(self, screen: str, *, source: "FrameSource", producer: "Producer | None" = None,
+              ring: "RingBuffer | None" = None) -> None:
+        """Export the series of this dream with the `screen` label `screen`."""
+        self._dreams = {**self._dreams, screen: _Dream(source, producer, ring)}
+
+    def describe(self) -> list[Metric]:
+        """The families (so that registering does not collect)."""
+        return list(self._families().values())
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family with one series per dream (and label value), read now."""
+        families = self._families()
+        for screen, dream in self._dreams.items():
+            _add_source(families, screen, dream.source)
+            swaps = dict(dream.source.swaps)
+            if dream.producer is not None:
+                _add_producer(families, screen, dream.producer)
+                swaps = {r: swaps.get(r, 0) + n for r, n in dict(dream.producer.swaps).items()}
+            for result in SWAP_RESULTS:
+                families["model_swaps"].add_metric([result, screen], swaps.get(result, 0))
+            if dream.ring is not None:
+                families["ring_frames"].add_metric([screen], len(dream.ring))
+                families["ring_capacity"].add_metric([screen], dream.ring.capacity)
+        yield from families.values()
+
+    @staticmethod
+    def _families() -> dict[str, Metric]:
+        return {key: kind(name, doc, labels=[*labels, SCREEN])
+                for key, (kind, name, doc, labels) in DREAM_SERIES.items()}
+
+
+# A dream's series (DreamCollector): key -> (family, name, help, labels before `screen`).
+DREAM_SERIES = {
+    "frames_generated": (CounterMetricFamily, "lavalamp_frames_generated",
+                         "Lamp frames decoded by the producer thread.", ()),
+    "generation_fps": (GaugeMetricFamily, "lavalamp_generation_frames_per_second",
+                       "Frames the producer decodes per second of its working time (its capacity; "
+                       "a full buffer keeps it idle the rest).", ()),
+    "ring_frames": (GaugeMetricFamily, "lavalamp_ring_buffer_frames",
+                    "Generated frames waiting in the ring buffer.", ()),
+    "ring_capacity": (GaugeMetricFamily, "lavalamp_ring_buffer_capacity_frames",
+                      "Frames the ring buffer holds when full.", ()),
+    **{f"latent_{s}": (GaugeMetricFamily, f"lavalamp_latent_{s}",
+                       f"{s.capitalize()} of the latent over the guard's sliding window.", ())
+       for s in STATISTICS},
+    "latent_reference": (GaugeMetricFamily, "lavalamp_latent_reference",
+                         "Latent statistics of the training footage (checkpoint).", ("statistic",)),
+    "reference_distance": (GaugeMetricFamily, "lavalamp_latent_reference_distance",
+                           "Distance of the window's latent statistics from the reference.", ()),
+    "renormalizations": (CounterMetricFamily, "lavalamp_renormalizations",
+                         "Soft drifts corrected by renormalizing the latent.", ()),
+    "reseeds": (CounterMetricFamily, "lavalamp_reseeds", "Fresh dreams started, by reason.",
+                ("reason",)),
+    "motion": (GaugeMetricFamily, "lavalamp_motion",
+               "Mean absolute difference between consecutive generated frames (0..255).", ()),
+    "producer_errors": (CounterMetricFamily, "lavalamp_producer_errors",
+                        "Exceptions in the producer thread (each one restarts it).", ()),
+    "heartbeat_age": (GaugeMetricFamily, "lavalamp_producer_heartbeat_age_seconds",
+                      "Seconds since the producer thread last showed progress.", ()),
+    "model_swaps": (CounterMetricFamily, "lavalamp_model_swaps", "Checkpoint hot-swaps, by result.",
+                    ("result",)),
+    "model_info": (InfoMetricFamily, "lavalamp_model", "The lamp being shown.", ()),
+}
+
+
+def _add_source(families: dict[str, Metric], screen: str, source: "FrameSource") -> None:
+    lamp, stats = source.lamp, source.latent_stats
+    for s in STATISTICS:
+        families[f"latent_{s}"].add_metric([screen], getattr(stats, s))
+        families["latent_reference"].add_metric([s, screen], getattr(lamp.reference, s))
+    families["reference_distance"].add_metric([screen], source.latent_distance)
+    families["renormalizations"].add_metric([screen], source.renormalizations)
+    reseeds = dict(source.reseeds)
+    for reason in dict.fromkeys((*RESEED_REASONS, *reseeds)):
+        families["reseeds"].add_metric([reason, screen], reseeds.get(reason, 0))
+    families["motion"].add_metric([screen], source.motion)
+    families["model_info"].add_metric([screen], {
+        "name": lamp.name, "frame_size": str(lamp.frame_size),
+        "latent_size": str(lamp.latent_size), "device": str(lamp.latent_mean.device),
+        "lamp_fps": f"{lamp.data.lamp_fps:g}"})
+
+
+def _add_producer(families: dict[str, Metric], screen: str, producer: "Producer") -> None:
+    families["frames_generated"].add_metric([screen], producer.frames_generated)
+    families["generation_fps"].add_metric([screen], producer.generation_fps)
+    families["producer_errors"].add_metric([screen], producer.errors)
+    families["heartbeat_age"].add_metric([screen], producer.heartbeat_age())
 
 
 class DaemonMetrics:
@@ -81,10 +160,7 @@ class DaemonMetrics:
     screen of a single-monitor daemon).
     """
 
-    PER_SCREEN = ("frames_displayed", "frames_generated", "display_fps", "generation_fps",
-                  "frame_seconds", "ring_frames", "ring_capacity", "underruns",
-                  "latent_reference", "reference_distance", "renormalizations", "reseeds",
-                  "motion", "producer_errors", "heartbeat_age", "model_swaps", "model_info")
+    PER_SCREEN = ("frames_displayed", "display_fps", "frame_seconds", "underruns")
     SHARED = ("display_target_fps", "display_on", "display_scheduled_on", "brightness", "up",
               "registry", "speed", "temperature", "hue", "saturation", "paused", "live_changes",
               "control_requests", "mqtt_enabled", "mqtt_connected", "mqtt_disconnects",
@@ -95,63 +171,33 @@ class DaemonMetrics:
         self.registry = registry
         r = {"registry": registry, "labelnames": (SCREEN,)}
         self._frames_displayed = Counter("lavalamp_frames_displayed", "Frames put on screen.", **r)
-        self._frames_generated = Counter("lavalamp_frames_generated",
-                                         "Lamp frames decoded by the producer thread.", **r)
         self._display_fps = Gauge("lavalamp_display_frames_per_second",
                                   "Frames put on screen per second (recent average).", **r)
-        self._generation_fps = Gauge("lavalamp_generation_frames_per_second",
-                                     "Frames the producer decodes per second of its working time "
-                                     "(its capacity; a full buffer keeps it idle the rest).", **r)
         self._frame_seconds = Histogram("lavalamp_frame_seconds",
                                         "Time between consecutive displayed frames in seconds.",
                                         buckets=FRAME_SECONDS_BUCKETS, **r)
-        self._ring_frames = Gauge("lavalamp_ring_buffer_frames",
-                                  "Generated frames waiting in the ring buffer.", **r)
-        self._ring_capacity = Gauge("lavalamp_ring_buffer_capacity_frames",
-                                    "Frames the ring buffer holds when full.", **r)
         self._underruns = Counter("lavalamp_ring_buffer_underruns",
                                   "Times the display caught up with the producer and had to hold "
                                   "a frame (the lamp stalls).", **r)
-        self._latent_metrics(r)
-        self._state_metrics(r)
+        self.dreams = DreamCollector()
+        registry.register(self.dreams)
         self._shared_metrics(registry)
         self._default = self.for_screen(screen)
         if process:
             ProcessCollector(registry=registry)
 
-    def _latent_metrics(self, r: dict) -> None:
-        self._latent = {s: Gauge(f"lavalamp_latent_{s}",
-                                 f"{s.capitalize()} of the latent over the guard's sliding window.",
-                                 **r) for s in STATISTICS}
-        self._latent_reference = Gauge("lavalamp_latent_reference",
-                                       "Latent statistics of the training footage (checkpoint).",
-                                       registry=r["registry"], labelnames=("statistic", SCREEN))
-        self._reference_distance = Gauge("lavalamp_latent_reference_distance",
-                                         "Distance of the window's latent statistics from the "
-                                         "reference.", **r)
-        self._renormalizations = Counter("lavalamp_renormalizations",
-                                         "Soft drifts corrected by renormalizing the latent.", **r)
-        self._reseeds = Counter("lavalamp_reseeds", "Fresh dreams started, by reason.",
-                                registry=r["registry"], labelnames=("reason", SCREEN))
-        self._motion = Gauge("lavalamp_motion", "Mean absolute difference between consecutive "
-                             "generated frames (0..255).", **r)
-
-    def _state_metrics(self, r: dict) -> None:
-        self._producer_errors = Counter("lavalamp_producer_errors",
-                                        "Exceptions in the producer thread (each one restarts it).",
-                                        **r)
-        self._heartbeat_age = Gauge("lavalamp_producer_heartbeat_age_seconds",
-                                    "Seconds since the producer thread last showed progress.", **r)
-        self._model_swaps = Counter("lavalamp_model_swaps", "Checkpoint hot-swaps, by result.",
-                                    registry=r["registry"], labelnames=("result", SCREEN))
-        self._model_info = Info("lavalamp_model", "The lamp being shown.", **r)
+    def watch(self, screen: str, *, source: "FrameSource", producer: "Producer | None" = None,
+              ring: "RingBuffer | None" = None) -> None:
+        """Export the series of a dream (DreamCollector) under the `screen` label `screen`."""
+        self.dreams.watch(screen, source=source, producer=producer, ring=ring)
 
     def _shared_metrics(self, registry: CollectorRegistry) -> None:
         r = {"registry": registry}
         self.display_target_fps = Gauge("lavalamp_display_target_frames_per_second",
                                         "Configured display refresh cap in frames per second.", **r)
-        self.display_on = Gauge("lavalamp_display_on", "1 while the lamp is shown, 0 while the "
-                                "schedule blanks the screen.", **r)
+        self.display_on = Gauge("lavalamp_display_on", "1 while the lamp is on screen and moving; "
+                                "0 while the screen is blanked (by the schedule or remote "
+                                "control), the lamp is paused, or no monitor shows it.", **r)
         self.display_scheduled_on = Gauge("lavalamp_display_scheduled_on",
                                           "What the schedule says now: 1 on, 0 off.", **r)
         self.brightness = Gauge("lavalamp_display_brightness_ratio",

@@ -14,8 +14,7 @@ import torch
 
 from lavalamp.models.checkpoint import LampLoadError, load_lamp
 
-from .config import BufferConfig, one_line
-from .metrics import DaemonMetrics
+from .config import ProducerConfig, one_line
 from .ring import RingBuffer
 from .source import FrameSource, LampBroken
 
@@ -61,23 +60,28 @@ class Producer:
     """Decodes frames in batches into the ring buffer on its own thread; restarts after a crash.
 
     `failed` is set (with `failure` saying why) when crashes come too often: the daemon then
-    exits non-zero so that its supervisor restarts it.
+    exits non-zero so that its supervisor restarts it. Its counts are plain attributes that
+    metrics.DreamCollector reads at scrape time.
     """
 
-    def __init__(self, *, source: FrameSource, ring: RingBuffer, metrics: DaemonMetrics,
-                 config: BufferConfig, torch_threads: int = 1, fault: Fault | None = None,
+    def __init__(self, *, source: FrameSource, ring: RingBuffer,
+                 config: ProducerConfig, batch_frames: int = 8, torch_threads: int = 1,
+                 fault: Fault | None = None,
                  name: str = "producer",
                  on_load: Callable[[Path, Lamp | None], None] | None = None) -> None:
         self.source = source
         self.ring = ring
-        self.metrics = metrics
-        self.config = config
+        self.config = config  # replaced whole by a config reload (frame loop)
+        self.batch_frames = batch_frames
         self.torch_threads = torch_threads
         self.fault = fault
         self.on_load = on_load  # (path, the lamp or None if refused) after each load, this thread
         self.failed = threading.Event()
         self.failure = ""
         self.generation_fps = 0.0  # frames decoded per second of working time, latest batch
+        self.frames_generated = 0
+        self.errors = 0  # crashes, each followed by a restart (or by giving up)
+        self.swaps = {"loaded": 0, "refused": 0}  # checkpoints loaded on request, by result
         self._stop = threading.Event()
         self._paused = threading.Event()
         self._beat = time.monotonic()
@@ -144,7 +148,7 @@ class Producer:
     def _crashed(self, exc: Exception) -> bool:
         """Log and count a crash; True when crashes come too often and the thread must end."""
         log.error("producer crashed; restarting from a fresh seed", exc_info=exc)
-        self.metrics.producer_errors.inc()
+        self.errors += 1
         now = time.monotonic()
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > self.config.failure_window_s:
@@ -162,7 +166,7 @@ class Producer:
         return False
 
     def _loop(self) -> None:
-        batch = min(self.config.batch_frames, self.ring.capacity)
+        batch = min(self.batch_frames, self.ring.capacity)
         while not self._stop.is_set():
             self._beat = time.monotonic()
             self._inject_fault()
@@ -178,9 +182,8 @@ class Producer:
             self._made += len(frames)
             self.ring.put(frames)
             elapsed = max(time.perf_counter() - started, 1e-6)
-            self.metrics.frames_generated.inc(len(frames))
+            self.frames_generated += len(frames)
             self.generation_fps = len(frames) / elapsed
-            self.metrics.generation_fps.set(self.generation_fps)
 
     def _inject_fault(self) -> None:
         if self.fault is None or time.monotonic() < self._next_crash:
@@ -202,13 +205,13 @@ class Producer:
         except Exception as exc:  # noqa: BLE001 - a bad checkpoint must never stop the lamp
             reason = str(exc) if isinstance(exc, LampLoadError) else f"{type(exc).__name__}: {exc}"
             log.error("new checkpoint refused: %s; the current lamp keeps running", one_line(reason))
-            self.metrics.model_swaps.labels("refused").inc()
+            self.swaps["refused"] += 1
             if self.on_load:
                 self.on_load(path, None)
             return
         log.info("new checkpoint %s (%r) accepted: cross-fading it in", path, lamp.name)
         self.source.request_swap(lamp)
-        self.metrics.model_swaps.labels("loaded").inc()
+        self.swaps["loaded"] += 1
         if self.on_load:
             self.on_load(path, lamp)
 

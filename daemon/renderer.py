@@ -158,9 +158,8 @@ class HeadlessRenderer:
         """No keyboard, no window: no events."""
         return []
 
-    def draw(self, a: np.ndarray, a_seq: int, b: np.ndarray | None, b_seq: int, weight: float,
-             brightness: float, colour: ColourTransform | None = None,
-             screen: str | None = None) -> None:
+    def draw(self, a: np.ndarray, b: np.ndarray | None, weight: float, brightness: float,
+             colour: ColourTransform | None = None, screen: str | None = None) -> None:
         """Compose the frame that would be on `screen`."""
         self.last_frame = compose(a, b, weight, brightness, colour)
         key = screen or "0"
@@ -306,9 +305,8 @@ class PygameRenderer:
         self.config = dataclasses.replace(self.config, fullscreen=not self.config.fullscreen)
         self._set_mode()
 
-    def draw(self, a: np.ndarray, a_seq: int, b: np.ndarray | None, b_seq: int, weight: float,
-             brightness: float, colour: ColourTransform | None = None,
-             screen: str | None = None) -> None:
+    def draw(self, a: np.ndarray, b: np.ndarray | None, weight: float, brightness: float,
+             colour: ColourTransform | None = None, screen: str | None = None) -> None:
         """Show frame a cross-faded toward b by `weight`, at `brightness`, recoloured (one
         screen: `screen` is its label and changes nothing).
 
@@ -571,9 +569,8 @@ class WindowsRenderer:
         log.info("monitor %s is back: its window is open again", label)
         return [f"back:{label}"]
 
-    def draw(self, a: np.ndarray, a_seq: int, b: np.ndarray | None, b_seq: int, weight: float,
-             brightness: float, colour: ColourTransform | None = None,
-             screen: str | None = None) -> None:
+    def draw(self, a: np.ndarray, b: np.ndarray | None, weight: float, brightness: float,
+             colour: ColourTransform | None = None, screen: str | None = None) -> None:
         """Show a cross-faded, dimmed, recoloured frame on `screen` (None: on every screen)."""
         import pygame
 

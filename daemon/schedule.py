@@ -12,16 +12,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from .config import ScheduleConfig
+from .config import ScheduleConfig, cron
 
 log = logging.getLogger(__name__)
 
 LOOKBACKS = (timedelta(hours=1), timedelta(days=1), timedelta(days=8), timedelta(days=366))
-
-
-def cron(line: str, timezone: str | None) -> CronTrigger:
-    """A crontab line (minute hour day month day-of-week) as a trigger; ValueError if invalid."""
-    return CronTrigger.from_crontab(line, timezone=ZoneInfo(timezone) if timezone else None)
 
 
 def last_fire(trigger: CronTrigger, now: datetime) -> datetime | None:

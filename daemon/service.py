@@ -1,4 +1,5 @@
-"""`lavalamp run`: the daemon's lifecycle, signals, systemd notifications and the frame loop."""
+"""`lavalamp run`: the daemon's lifecycle (its parts started in order, stopped in reverse), signals
+and the one path of live changes; the frame loop itself is frame_loop.py."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,10 +27,10 @@ from lavalamp.models.device import DeviceError, resolve_device
 
 from . import notify
 from .cli import EARLY
-from .clock import DisplayClock
 from .colour import ColourTransform
 from .config import Config, ConfigError, load_config, one_line
 from .control import ControlError, ControlServer, encode_png
+from .frame_loop import EXIT_OK, FrameLoop, Lane
 from .library import lamp_names
 from .live import LampState, LiveSettings, Pending, Ticket, changed_keys, flatten, is_live
 from .metrics import (RESEED_REASONS, DaemonMetrics, MetricsError, ScreenMetrics,
@@ -42,13 +43,10 @@ from .ring import RingBuffer, RingBufferError
 from .schedule import ModelWatch, Schedule
 from .source import FrameSource
 
-log = logging.getLogger(__name__)
-_LOADED = time.monotonic()
+if TYPE_CHECKING:
+    import torch
 
-EXIT_OK = 0
-STATUS_EVERY_S = 2.0
-OFF_POLL_S = 0.1  # frame-loop period while the screen is blanked or paused
-FPS_SMOOTHING = 0.05
+log = logging.getLogger(__name__)
 PRODUCER_JOIN_S = 0.8  # SIGTERM must end the process within 2 s, even with a hung producer
 # how long a producer thread may hold the GIL while the frame loop waits for it: Python's 5 ms
 # default made frame gaps of 40-60 ms while a new lamp loads (benchmarks/bench_screens.py)
@@ -98,18 +96,6 @@ def exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def process_age() -> float:
-    """Seconds since this process started (from /proc on Linux; else since this module loaded)."""
-    try:
-        with open("/proc/self/stat", encoding="ascii") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
-        with open("/proc/uptime", encoding="ascii") as f:
-            uptime = float(f.read().split()[0])
-        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return time.monotonic() - _LOADED
 
 
 def setup_logging(level: str) -> None:
@@ -165,40 +151,6 @@ def make_playlist(config: Config) -> Playlist | None:
     return Playlist(config=config.playlist, library=config.model.library)
 
 
-@dataclass
-class Lane:
-    """One dream: its frame source, ring buffer, producer and clock, and the screens showing it."""
-
-    label: str  # the `screen` label of its metrics: its first screen's
-    screens: list[str]
-    metrics: ScreenMetrics
-    source: FrameSource
-    ring: RingBuffer
-    producer: Producer
-    clock: DisplayClock | None = None
-    in_underrun: bool = False
-    lost: set[str] = field(default_factory=set)  # its screens whose monitor went away
-
-    @property
-    def live(self) -> bool:
-        """Whether any of its screens is there to show it."""
-        return len(self.lost) < len(self.screens)
-
-
-@dataclass
-class LoopState:
-    """What the frame loop keeps from one frame to the next."""
-
-    watchdog_s: float | None
-    displayed: int = 0
-    ready: bool = False
-    fps: float = 0.0
-    last_shown: float = 0.0
-    next_tick: float = 0.0
-    next_status: float = 0.0
-    next_watchdog: float = 0.0
-
-
 class Daemon:
     """Starts the parts in order, runs the frame loop, stops the parts in reverse."""
 
@@ -217,8 +169,16 @@ class Daemon:
         self.lanes: list[Lane] = []
         self.screen_metrics: dict[str, ScreenMetrics] = {}
         self.playlist: Playlist | None = None
+        # the parts _start makes, in its order (None until then)
+        self.device: torch.device | None = None
+        self.renderer: HeadlessRenderer | PygameRenderer | WindowsRenderer | None = None
+        self._model_watch: ModelWatch | None = None
+        self.schedule: Schedule | None = None
+        self.control: ControlServer | None = None
+        self.mqtt: MqttBridge | None = None
+        self.loop: FrameLoop | None = None
         self.started = time.monotonic()
-        self._stop_reason: str | None = None
+        self.stop_reason: str | None = None  # set by a signal or request_stop: the loop ends
         self._reload = False
         self._reloader: threading.Thread | None = None
         self.exit_code = EXIT_OK
@@ -250,7 +210,8 @@ class Daemon:
     def status(self) -> dict:
         """What the lamp is doing now, for remote control (any thread: reads snapshots only)."""
         lamp, state, guard = self.source.lamp, self.live.state, self.source.guard
-        reseeds = {r: self._count("lavalamp_reseeds_total", reason=r) for r in RESEED_REASONS}
+        reseeds = {r: sum(lane.source.reseeds.get(r, 0) for lane in self.lanes)
+                   for r in RESEED_REASONS}
         last = self.source.last_reseed
         return {
             "lamp": {"name": lamp.name, "frame_size": self.source.frame_size,
@@ -265,7 +226,8 @@ class Daemon:
             **self.live.settings(),
             "guard": {**{k: _finite(v) for k, v in guard.stats._asdict().items()},
                       "distance": _finite(guard.distance),
-                      "renormalizations": self._count("lavalamp_renormalizations_total"),
+                      "renormalizations": sum(lane.source.renormalizations
+                                              for lane in self.lanes),
                       "reseeds": reseeds, "reseeds_total": sum(reseeds.values())},
             "last_reseed": None if last is None else {
                 "reason": last[0], "at": datetime.fromtimestamp(last[1], timezone.utc).isoformat(
@@ -275,12 +237,6 @@ class Daemon:
             "playlist": None if self.playlist is None else {
                 "lamp": self.playlist.current, "lamps": list(self.playlist.config.lamps)},
         }
-
-    def _count(self, name: str, **labels: str) -> int:
-        """A counter summed over every dream's `screen` series."""
-        reg = self.metrics.registry
-        return int(sum(reg.get_sample_value(name, {**labels, "screen": lane.label}) or 0
-                       for lane in self.lanes))
 
     def snapshot_png(self) -> bytes:
         """The small frame on screen now as PNG (black while the display is off; any thread)."""
@@ -317,11 +273,11 @@ class Daemon:
 
     def request_stop(self, reason: str) -> None:
         """Make the frame loop end at its next frame (any thread)."""
-        self._stop_reason = reason
+        self.stop_reason = reason
 
     # signals: set flags on the main thread; the frame loop acts on them
     def _on_stop(self, signum: int, _frame) -> None:
-        self._stop_reason = signal.Signals(signum).name
+        self.stop_reason = signal.Signals(signum).name
 
     def _on_hup(self, _signum: int, _frame) -> None:
         self._reload = True
@@ -359,7 +315,8 @@ class Daemon:
                 log.critical("cannot start: %s", one_line(f"{type(exc).__name__}: {exc}"))
                 return EXIT_FAILURE
             try:
-                return self._frame_loop()
+                self.loop = FrameLoop(self)
+                return self.loop.run()
             except DisplayLost as exc:
                 log.critical("%s", exc)
                 return EXIT_FAILURE
@@ -367,7 +324,7 @@ class Daemon:
                 notify.notify("STOPPING=1")
                 log.info("stopping")
                 self.metrics.up.set(0)
-        return EXIT_OK  # pragma: no cover - the with block always returns
+                self.metrics.display_on.set(0)
 
     def _start(self, stack: contextlib.ExitStack) -> None:
         c = self.config
@@ -393,7 +350,7 @@ class Daemon:
                                  on_reseed=lambda: self._reseed_all("schedule"),
                                  on_model_change=self._reload_model)
         self._set_playlist_job(c)
-        self._apply_pending(None)  # what the schedule says now: off hours generate nothing at all
+        self._apply_pending()  # what the schedule says now: off hours generate nothing at all
         for lane in self.lanes:
             lane.producer.start()
         stack.callback(self._stop_producer)
@@ -425,14 +382,15 @@ class Daemon:
         """A dream for `screens`: its own source (own seed), ring and producer thread."""
         c = self.config
         metrics = self.screen_metrics[screens[0]]
-        source = FrameSource(lamp=lamp, guard=c.guard, metrics=metrics,
-                             temperature=c.model.temperature, seed=self._seed(number))
+        source = FrameSource(lamp=lamp, guard=c.guard, temperature=c.model.temperature,
+                             seed=self._seed(number), crossfade_frames=c.model.crossfade_frames)
         ring = RingBuffer(capacity=c.buffer.depth_frames, frame_shape=source.frame_shape)
-        metrics.ring_capacity.set(ring.capacity)
-        producer = Producer(source=source, ring=ring, metrics=metrics, config=c.buffer,
+        producer = Producer(source=source, ring=ring, config=c.producer,
+                            batch_frames=c.buffer.batch_frames,
                             torch_threads=c.model.torch_threads, fault=fault_from_env(),
                             name="producer" if number == 0 else f"producer-{screens[0]}",
                             on_load=self._on_load)
+        self.metrics.watch(screens[0], source=source, producer=producer, ring=ring)
         return Lane(label=screens[0], screens=screens, metrics=metrics, source=source, ring=ring,
                     producer=producer)
 
@@ -509,7 +467,7 @@ class Daemon:
             stack.callback(self.mqtt.stop)
 
     def _stop_producer(self) -> None:
-        hung = self._producer_hung_for() is not None
+        hung = self.producer_hung_for() is not None
         wait = 0.0 if hung else PRODUCER_JOIN_S  # a hung thread will not answer: do not wait for it
         deadline = time.monotonic() + wait
         for lane in self.lanes:
@@ -563,7 +521,13 @@ class Daemon:
         log.info("config reloaded from %s: %d key(s) changed", self.config_path or
                  "built-in defaults", len(changes))
 
-    def _apply_pending(self, st: "LoopState | None") -> None:
+    def apply_requests(self) -> None:
+        """Once per frame-loop turn: start a SIGHUP's reload, apply what is queued."""
+        if self._reload:
+            self._reload_config()
+        self._apply_pending()
+
+    def _apply_pending(self) -> None:
         """The one path every live change takes, on the frame loop: apply the queued config and
         state in place (no reseed unless asked), log restart-only keys that are not applied."""
         pending = self.live.take()
@@ -572,22 +536,21 @@ class Daemon:
         old = self.live.config
         try:
             new = self._keep_restart_only(old, pending)
-            self._apply_config(old, new, st)
+            self._apply_config(old, new)
             self._apply_state(self.live.state, pending.state, pending.sources)
         except Exception as exc:  # noqa: BLE001 - no change may take the lamp down
-            self._refuse_applying(pending, old, exc, st)
+            self._refuse_applying(pending, old, exc)
             return
         self.live.applied(new, pending.state, pending)
         if "sighup" in pending.sources:
             self.metrics.config_reloads.labels("loaded").inc()
         for source in pending.sources:
             self.metrics.live_changes.labels(source).inc()
-        self._publish_settings()
+        self.publish_settings()
         for listener in self.listeners:
             listener()
 
-    def _refuse_applying(self, pending: Pending, old: Config, exc: Exception,
-                         st: "LoopState | None") -> None:
+    def _refuse_applying(self, pending: Pending, old: Config, exc: Exception) -> None:
         """A change that failed half-way: put back what was applied, log one line, run on."""
         what = "config reload" if "sighup" in pending.sources else \
             f"change from {'+'.join(pending.sources)}"
@@ -596,7 +559,7 @@ class Daemon:
         if "sighup" in pending.sources:
             self.metrics.config_reloads.labels("refused").inc()
         try:
-            self._apply_config(self.live.config, old, st)
+            self._apply_config(self.live.config, old)
             self._apply_state(pending.state, self.live.state, pending.sources)
         except Exception as again:  # noqa: BLE001
             log.error("could not put the running config back: %s",
@@ -623,7 +586,7 @@ class Daemon:
         return dataclasses.replace(pending.config, **{
             s: dataclasses.replace(getattr(pending.config, s), **v) for s, v in sections.items()})
 
-    def _apply_config(self, old: Config, new: Config, st: "LoopState | None") -> None:
+    def _apply_config(self, old: Config, new: Config) -> None:
         """Each changed live key to the part that reads it."""
         changed = set(changed_keys(old, new))
         if not changed:
@@ -644,8 +607,10 @@ class Daemon:
                 lane.source.request_temperature(new.model.temperature)
             if "model.seed" in changed:
                 lane.source.request_seed(self._seed(number))
-            if "buffer" in sections:
-                lane.producer.config = new.buffer
+            if "model.crossfade_frames" in changed:
+                lane.source.request_crossfade(new.model.crossfade_frames)
+            if "producer" in sections:
+                lane.producer.config = new.producer
             if "guard" in sections:
                 lane.source.request_guard(new.guard)
         if self.model_arg is None and ("playlist" in sections or "model.library" in changed):
@@ -675,7 +640,7 @@ class Daemon:
         c, state = self.config, self.live.state
         return c.display.brightness * (c.schedule.dim_level if state.dimmed else 1.0)
 
-    def _publish_settings(self) -> None:
+    def publish_settings(self) -> None:
         m, c, state = self.metrics, self.config, self.live.state
         m.display_target_fps.set(c.display.fps)
         m.speed.set(c.display.speed)
@@ -684,193 +649,14 @@ class Daemon:
         m.saturation.set(c.display.saturation)
         m.paused.set(int(state.paused))
 
-    def _frame_loop(self) -> int:
-        """Show frames until a stop signal, a quit key, --max-frames or a fatal failure."""
-        self.metrics.up.set(1)
-        self._publish_settings()
-        st = LoopState(watchdog_s=notify.watchdog_interval())
-        while True:
-            if self._reload:
-                self._reload_config()
-            self._apply_pending(st)
-            code = self._exit_code()
-            code = self._handle_events(st) if code is None else code
-            if code is not None:
-                return code
-            now = time.monotonic()
-            on = self._publish_state(st, now)
-            if not on:
-                self.renderer.blank()
-                self._mark_ready(st)  # a blank screen is what this hour should show
-                time.sleep(OFF_POLL_S)
-                continue
-            if not self._start_clocks():
-                continue
-            if (self.live.state.paused and st.ready) or not any(lane.live for lane in self.lanes):
-                time.sleep(OFF_POLL_S)
-                continue
-            self._show(st, time.monotonic())  # a clock may have started since `now`
-            if self.max_frames is not None and st.displayed >= self.max_frames:
-                log.info("%d frames displayed: done", st.displayed)
-                return EXIT_OK
-            self._pace(st)
+    def lamp_on_screen(self) -> bool:
+        """Whether the lamp is on screen and moving now: not blanked (by the schedule or remote
+        control), not paused, and shown by at least one monitor."""
+        state = self.live.state
+        return state.display_on and not state.paused and any(lane.live for lane in self.lanes)
 
-    def _start_clocks(self) -> bool:
-        """Start each shown dream's clock once it has two frames; whether all have started."""
-        for lane in self.lanes:
-            if lane.clock is not None or not lane.live:
-                continue
-            if not lane.ring.wait_for_frames(2, OFF_POLL_S):
-                return False
-            lane.clock = DisplayClock(lamp_fps=lane.source.lamp.data.lamp_fps,
-                                      speed=self.config.display.speed, now=time.monotonic(),
-                                      position=lane.ring.first_seq)
-        return True
-
-    def _exit_code(self) -> int | None:
-        if self._stop_reason:
-            log.info("%s received", self._stop_reason)
-            return EXIT_OK
-        for lane in self.lanes:
-            if lane.producer.failed.is_set():
-                log.critical("stopping with a failure: %s", lane.producer.failure)
-                return EXIT_FAILURE
-        return None
-
-    def _handle_events(self, st: "LoopState") -> int | None:
-        """Keys and window events; EXIT_OK on quit."""
-        for command in self.renderer.events():
-            if command == "quit":
-                log.info("quit from the keyboard or window")
-                return EXIT_OK
-            if command == "fullscreen":
-                self.renderer.toggle_fullscreen()
-            elif command == "reseed":
-                self.command("reseed", "keyboard")
-            elif command == "pause":
-                self.command("resume" if self.live.state.paused else "pause", "keyboard")
-            elif command.startswith(("lost:", "back:")):
-                self._screen_presence(command)
-        return None
-
-    def _screen_presence(self, command: str) -> None:
-        """A monitor went away or came back: its dream pauses or goes on."""
-        kind, label = command.split(":", 1)
-        for lane in self.lanes:
-            if label in lane.screens:
-                (lane.lost.add if kind == "lost" else lane.lost.discard)(label)
-                lane.producer.pause(not (lane.live and self.live.state.display_on))
-                if not lane.live:
-                    log.info("no screen shows the dream of screen %s: it pauses", lane.label)
-
-    def _publish_state(self, st: "LoopState", now: float) -> bool:
-        """Metrics, watchdog, status, producer pause and clock pause; whether the display is on."""
-        m, on = self.metrics, self.live.state.display_on
-        m.display_scheduled_on.set(int(self.scheduled_on))
-        m.display_on.set(int(on))
-        m.brightness.set(self.brightness() if on else 0.0)
-        for lane in self.lanes:
-            lane.metrics.heartbeat_age.set(lane.producer.heartbeat_age())
-            lane.metrics.ring_frames.set(len(lane.ring))
-        if st.ready and st.watchdog_s and now >= st.next_watchdog:
-            st.next_watchdog = now + st.watchdog_s
-            self._watchdog()
-        if st.ready and now >= st.next_status:
-            st.next_status = now + STATUS_EVERY_S
-            self._status(st.fps, on)
-        for lane in self.lanes:
-            if lane.clock is None:
-                continue
-            if not on or self.live.state.paused or not lane.live:
-                lane.clock.pause(now)
-            else:
-                lane.clock.resume(now)
-        return on
-
-    def _show(self, st: "LoopState", now: float) -> None:
-        """Draw on every screen the frame its clock says, cross-faded toward the next; a dream
-        whose producer is behind holds its newest frame."""
-        brightness = self.brightness()
-        for lane in self.lanes:
-            if lane.live:
-                self._show_lane(lane, now, brightness)
-        shown = time.monotonic()
-        st.displayed += 1
-        if st.displayed > 1:
-            interval = shown - st.last_shown
-            st.fps += FPS_SMOOTHING * (1.0 / max(interval, 1e-6) - st.fps)
-            for lane in self.lanes:
-                for label in lane.screens:
-                    if label not in lane.lost:
-                        self.screen_metrics[label].frame_seconds.observe(interval)
-                        self.screen_metrics[label].display_fps.set(st.fps)
-            self.display_fps = st.fps
-        st.last_shown = shown
-        self._mark_ready(st)
-
-    def _show_lane(self, lane: Lane, now: float, brightness: float) -> None:
-        index, weight = lane.clock.frame(now)
-        ring = lane.ring
-        newest = ring.end_seq - 1
-        underrun = index > newest or (index == newest and weight > 0)
-        if underrun:
-            lane.clock.hold(now, newest)
-            index, weight = newest, 0.0
-            if not lane.in_underrun:
-                lane.metrics.underruns.inc()
-                log.debug("ring buffer underrun at frame %d (screen %s)", newest, lane.label)
-        lane.in_underrun = underrun
-        ring.release_before(index)
-        b = ring.get(index + 1) if weight > 0 else None
-        for label in lane.screens:
-            if label not in lane.lost:
-                self.renderer.draw(ring.get(index), index, b, index + 1, weight, brightness,
-                                   self.colour, label)
-                self.screen_metrics[label].frames_displayed.inc()
-
-    def _mark_ready(self, st: "LoopState") -> None:
-        if not st.ready:
-            st.ready = True
-            st.next_watchdog = st.next_status = time.monotonic()
-            notify.notify("READY=1")
-            log.info("first frame on screen %.2f s after the process started (%.2f s of CPU)",
-                     process_age(), time.process_time())
-
-    def _pace(self, st: "LoopState") -> None:
-        """Sleep until the next display tick (the fps cap); never try to catch up a backlog."""
-        period = 1.0 / self.config.display.fps
-        st.next_tick = max(st.next_tick + period, st.last_shown - period)
-        delay = st.next_tick - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-
-    def _producer_hung_for(self) -> float | None:
+    def producer_hung_for(self) -> float | None:
         """Seconds without progress of the most behind producer once that counts as hung
-        (buffer.stall_s), else None."""
+        (producer.stall_s), else None."""
         age = max((lane.producer.heartbeat_age() for lane in self.lanes), default=0.0)
-        return age if age >= self.config.buffer.stall_s else None
-
-    def _watchdog(self) -> None:
-        age = self._producer_hung_for()
-        if age is None:
-            notify.notify("WATCHDOG=1")
-        else:
-            log.error("producer shows no progress for %.1f s: withholding the watchdog", age)
-            notify.notify(f"STATUS=producer hung for {age:.0f} s: watchdog withheld")
-
-    def _status(self, fps: float, on: bool) -> None:
-        if not on:
-            notify.notify("STATUS=display off by schedule")
-            return
-        age = self._producer_hung_for()
-        if age is not None:
-            notify.notify(f"STATUS=producer hung for {age:.0f} s: watchdog withheld")
-            return
-        lanes = self.lanes
-        screens = sum(len(lane.screens) - len(lane.lost) for lane in lanes)
-        text = (f"STATUS={fps:.1f} fps shown"
-                + (f" on {screens} screens" if len(self.screen_metrics) > 1 else "")
-                + f", {min(lane.producer.generation_fps for lane in lanes):.1f} fps generation "
-                f"capacity, buffer {min(len(lane.ring) for lane in lanes)}/{lanes[0].ring.capacity}, "
-                f"drift {max(lane.source.guard.distance for lane in lanes):.3f}")
-        notify.notify(text)
+        return age if age >= self.config.producer.stall_s else None

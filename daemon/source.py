@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from lavalamp.models import one_line
 from lavalamp.models.checkpoint import Lamp
 from lavalamp.models.dream import Dream, NonFiniteFrames, check_frames, frames_to_uint8
+from lavalamp.models.latent import LatentStats
+from lavalamp.models.motion import step_motion
 
-from .config import GuardConfig
+from .config import GuardConfig, ModelConfig
 from .guard import Action, DriftGuard
-from .metrics import DaemonMetrics
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,21 @@ class FrameSource:
     Other threads may `request_reseed` and `request_swap`; the requests are carried out at the
     start of the next batch. Every reseed and swap cross-fades from the last frame shown. A seeded
     source draws the seeds of its later reseeds from that seed, so it dreams the same frames again.
+
+    What it did is kept in plain attributes (reseeds by reason, renormalizations, refused swaps,
+    the latest latent statistics and motion) that metrics.DreamCollector reads at scrape time.
     """
 
-    def __init__(self, *, lamp: Lamp, guard: GuardConfig, metrics: DaemonMetrics,
-                 temperature: float = 1.0, seed: int | None = None) -> None:
-        self.metrics = metrics
+    def __init__(self, *, lamp: Lamp, guard: GuardConfig, temperature: float = 1.0,
+                 seed: int | None = None,
+                 crossfade_frames: int = ModelConfig.crossfade_frames) -> None:
         self.temperature = temperature
+        self.crossfade_frames = crossfade_frames
         self.frame_size = lamp.frame_size
         self._lock = threading.Lock()
         self._pending_reseed: tuple[str, int | None] | None = None
         self._pending_temperature: float | None = None
+        self._pending_crossfade: int | None = None
         self._pending_seeds = False  # the pending reseed's seed also seeds the later reseeds
         self.last_reseed: tuple[str, float] | None = None  # (reason, Unix time) of the last one
         self._pending_lamp: Lamp | None = None
@@ -54,7 +60,12 @@ class FrameSource:
         self._last_raw: np.ndarray | None = None  # last frame decoded, before any cross-fade
         self._fade_from: np.ndarray | None = None
         self._fade_done = 0
-        self.motion = 0.0
+        self.motion = 0.0  # mean absolute change of the latest frame (0..255)
+        self.reseeds: dict[str, int] = {}  # fresh dreams started, by reason
+        self.renormalizations = 0
+        self.swaps = {"refused": 0}  # lamps refused when installed
+        self.latent_stats = LatentStats(0.0, 0.0, 0.0, 0.0)  # of the guard's window, latest batch
+        self.latent_distance = 0.0  # of latent_stats from the lamp's reference
         self._frozen_dreams = 0  # dreams in a row that froze without moving
         self._seeds = None if seed is None else np.random.default_rng(seed)
         self._install(lamp, seed)
@@ -71,11 +82,6 @@ class FrameSource:
         guard = DriftGuard(config=self._guard_config, reference=lamp.reference,
                            lamp_fps=lamp.data.lamp_fps, latent_size=lamp.latent_size)
         self.lamp, self.dream, self.guard = lamp, dream, guard
-        self.metrics.set_reference(lamp.reference)
-        self.metrics.model_info.info({
-            "name": lamp.name, "frame_size": str(lamp.frame_size),
-            "latent_size": str(lamp.latent_size), "device": str(lamp.latent_mean.device),
-            "lamp_fps": f"{lamp.data.lamp_fps:g}"})
         log.info("dreaming %r from seed %d", lamp.name, self.dream.seed)
 
     def request_reseed(self, reason: str, seed: int | None = None) -> None:
@@ -94,6 +100,11 @@ class FrameSource:
         """Ask for a new sampling temperature from the next batch on, the dream going on (any thread)."""
         with self._lock:
             self._pending_temperature = temperature
+
+    def request_crossfade(self, frames: int) -> None:
+        """Ask for cross-fades over `frames` generated frames from the next batch on (any thread)."""
+        with self._lock:
+            self._pending_crossfade = frames
 
     def request_swap(self, lamp: Lamp) -> None:
         """Ask for an already-validated lamp to replace the current one at the next batch."""
@@ -114,7 +125,7 @@ class FrameSource:
         self.dream.reseed(self._next_seed() if seed is None else seed)
         self.guard.reset()
         self._last_raw = None
-        self.metrics.reseeds.labels(reason).inc()
+        self.reseeds[reason] = self.reseeds.get(reason, 0) + 1
         self.last_reseed = (reason, time.time())
         self._start_fade()
         log.info("reseeded (%s): seed %d", reason, self.dream.seed)
@@ -122,15 +133,17 @@ class FrameSource:
     def _apply_requests(self) -> None:
         with self._lock:
             reseed, lamp, guard = self._pending_reseed, self._pending_lamp, self._pending_guard
-            temperature = self._pending_temperature
+            temperature, crossfade = self._pending_temperature, self._pending_crossfade
             self._pending_reseed = self._pending_lamp = self._pending_guard = None
-            self._pending_temperature = None
+            self._pending_temperature = self._pending_crossfade = None
             if reseed is not None and self._pending_seeds:
                 self._seeds = None if reseed[1] is None else np.random.default_rng(reseed[1])
             self._pending_seeds = False
         if temperature is not None:
             self.temperature = self.dream.temperature = temperature
             log.info("temperature %.3g", temperature)
+        if crossfade is not None:
+            self.crossfade_frames = crossfade
         if guard is not None:
             self._guard_config = guard
             self.guard = DriftGuard(config=guard, reference=self.lamp.reference,
@@ -146,7 +159,7 @@ class FrameSource:
         except Exception as exc:  # noqa: BLE001 - the running lamp stays, whole
             log.error("new checkpoint refused: %s; the current lamp keeps running",
                       one_line(f"{type(exc).__name__}: {exc}"))
-            self.metrics.model_swaps.labels("refused").inc()
+            self.swaps["refused"] += 1
             return
         self._last_raw = None
         self._start_fade()
@@ -177,16 +190,16 @@ class FrameSource:
         latents = self.dream.advance(n)
         action = self.guard.check_latents(latents)
         if action.kind == "reseed":
-            log.warning("drift guard: %s (latent stats %s)", action.reason, _fmt(self.guard.stats))
+            log.warning("drift guard: %s (latent stats %s)", action.reason, self.guard.stats.describe())
             self.reseed(action.reason)
             latents = self.dream.advance(n)
             if self.guard.check_latents(latents).reason == "non_finite":
                 raise LampBroken("the lamp produces non-finite latents right after a fresh start")
         elif action.kind == "renormalize":
-            log.info("drift guard: renormalizing (latent stats %s)", _fmt(self.guard.stats))
+            log.info("drift guard: renormalizing (latent stats %s)", self.guard.stats.describe())
             self.dream.set_latent(self.guard.renormalize(self.dream.latent.double()).float())
-            self.metrics.renormalizations.inc()
-        self.metrics.set_latent(self.guard.stats, self.guard.distance)
+            self.renormalizations += 1
+        self.latent_stats, self.latent_distance = self.guard.stats, self.guard.distance
         return latents
 
     def _decoded(self, latents: torch.Tensor) -> np.ndarray:
@@ -214,12 +227,10 @@ class FrameSource:
     def _observe_motion(self, frames: np.ndarray) -> Action:
         """Mean absolute change of each new frame from the one before (0..255), to the guard."""
         previous = self._last_raw if self._last_raw is not None else frames[0]
-        stack = np.concatenate([previous[None], frames]).astype(np.int16)
-        motion = np.abs(np.diff(stack, axis=0)).mean(axis=(1, 2, 3))
+        motion = step_motion(np.concatenate([previous[None], frames]))
         if motion.max() >= self._guard_config.freeze_motion:
             self._frozen_dreams = 0
         self.motion = float(motion[-1])
-        self.metrics.motion.set(self.motion)
         return self.guard.check_motion(motion.tolist())
 
     def _start_fade(self) -> None:
@@ -230,7 +241,7 @@ class FrameSource:
     def _fade(self, frames: np.ndarray) -> np.ndarray:
         if self._fade_from is None:
             return frames
-        total = self._guard_config.crossfade_frames
+        total = self.crossfade_frames
         steps = np.arange(self._fade_done + 1, self._fade_done + 1 + len(frames))
         weight = np.clip(steps / (total + 1), 0.0, 1.0)[:, None, None, None]
         mixed = self._fade_from * (1.0 - weight) + frames * weight
@@ -238,7 +249,3 @@ class FrameSource:
         if self._fade_done >= total:
             self._fade_from = None
         return np.rint(mixed).astype(np.uint8)
-
-
-def _fmt(stats) -> str:
-    return "mean %.3f std %.3f skew %.3f kurtosis %.3f" % tuple(stats)

@@ -8,22 +8,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .limits import check_frame_size
 from .latent import project_to_sphere
 
-FRAME_SIZES = (64, 128, 256)
 BASE_RESOLUTION = 4  # the decoder starts from a 4x4 feature map
+MAX_CHANNELS = 256  # the default cap on channels at the coarse stages
 
 
-def check_frame_size(frame_size: int) -> int:
+def stride_stages(frame_size: int) -> int:
     """Number of stride-2 stages between 4x4 and `frame_size`; refuses unsupported sizes."""
-    if frame_size not in FRAME_SIZES:
-        raise ValueError(f"frame_size must be one of {FRAME_SIZES}, got {frame_size}")
-    return int(math.log2(frame_size // BASE_RESOLUTION))
+    return int(math.log2(check_frame_size(frame_size) // BASE_RESOLUTION))
 
 
 def stage_widths(frame_size: int, base_channels: int, max_channels: int) -> list[int]:
     """Channels at each resolution from frame_size/2 down to 4x4 (encoder order)."""
-    stages = check_frame_size(frame_size)
+    stages = stride_stages(frame_size)
     return [min(base_channels * 2**i, max_channels) for i in range(stages)]
 
 
@@ -37,7 +36,7 @@ class ConvConfig:
     """Dimensions of the latent vector."""
     base_channels: int = 32
     """Channels of the full-resolution stage; each halving of resolution doubles them."""
-    max_channels: int = 256
+    max_channels: int = MAX_CHANNELS
     """Cap on channels at the coarse stages."""
     sphere: bool = True
     """Decode only the latent's direction (projected to mean 0 / std 1 across dimensions), so every

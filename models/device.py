@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
-import torch
+import re
+from typing import TYPE_CHECKING, Any
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+if TYPE_CHECKING:
+    import torch
+
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,3})?")
+DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N (the Nth GPU) or mps"
 
 
 class DeviceError(RuntimeError):
     """The requested torch device does not exist on this machine."""
 
 
+def device_name_problem(name: Any) -> str | None:
+    """Why `name` is not a device name (auto, cpu, cuda, cuda:N, mps), or None; needs no torch,
+    so a config is checked on a machine without the device."""
+    if isinstance(name, str) and DEVICE_NAME.fullmatch(name):
+        return None
+    return f"unknown device {name!r}: expected {DEVICE_HELP}"
+
+
 def _mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """The torch.device for a name such as 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'."""
+    import torch
+
+    problem = device_name_problem(name)
+    if problem:
+        raise DeviceError(problem)
     kind = name.split(":", 1)[0]
-    if kind not in DEVICE_CHOICES or (kind in ("auto", "cpu", "mps") and ":" in name):
-        raise DeviceError(f"unknown device {name!r}: expected one of {', '.join(DEVICE_CHOICES)}"
-                          " (or cuda:N)")
     if kind == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -24,6 +24,10 @@ class LatentStats(NamedTuple):
                       + (self.skew - other.skew) ** 2
                       + ((self.kurtosis - other.kurtosis) / 4) ** 2) ** 0.5)
 
+    def describe(self) -> str:
+        """The four moments in one line of a log message."""
+        return "mean %.3f std %.3f skew %.3f kurtosis %.3f" % self
+
 
 STANDARD_NORMAL = LatentStats(0.0, 1.0, 0.0, 3.0)
 

@@ -14,6 +14,8 @@ from .latent import project_to_sphere
 
 State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -7.0, 2.0
+CELLS = ("gru", "lstm")
+HEADS = ("mdn", "deterministic")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,9 +40,9 @@ class LatentRNNConfig:
     """Project every produced latent to mean 0 / std 1 across its dimensions (bounded dynamics)."""
 
     def __post_init__(self) -> None:
-        if self.cell not in ("gru", "lstm"):
+        if self.cell not in CELLS:
             raise ValueError(f"cell must be 'gru' or 'lstm', got {self.cell!r}")
-        if self.head not in ("mdn", "deterministic"):
+        if self.head not in HEADS:
             raise ValueError(f"head must be 'mdn' or 'deterministic', got {self.head!r}")
         if min(self.latent_size, self.hidden_size, self.num_layers, self.mixtures) < 1:
             raise ValueError(f"sizes must be positive: {self}")
@@ -98,7 +100,7 @@ class LatentRNN(nn.Module):
         """What the head learns to predict from latents (B,T,D): next latents or their steps (B,T-1,D)."""
         return z[:, 1:] - z[:, :-1] if self.config.residual else z[:, 1:]
 
-    def advance(self, z: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    def next_latent(self, z: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
         """Current latents (...,D) and a predicted head value -> next latents (...,D)."""
         nxt = z + prediction if self.config.residual else prediction
         return project_to_sphere(nxt) if self.config.sphere else nxt
@@ -117,11 +119,6 @@ class LatentRNN(nn.Module):
         sigma = out.log_sigma.gather(-2, index).squeeze(-2).exp() * math.sqrt(temperature)
         noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + sigma * noise
-
-    def mean(self, out: HeadOutput) -> torch.Tensor:
-        """Expected head value (...,D) under the mixture."""
-        weights = F.softmax(out.logit_pi, dim=-1).unsqueeze(-1)
-        return (weights * out.mu).sum(dim=-2)
 
 
 def mdn_nll(out: HeadOutput, target: torch.Tensor) -> torch.Tensor:

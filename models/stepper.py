@@ -22,7 +22,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class LatentStepper:
-    """Steps one dream of a LatentRNN in float32 NumPy: the same maths as `rnn.step` + sample + advance.
+    """Steps one dream of a LatentRNN in float32 NumPy: the maths of `rnn.step`, sample, next_latent.
 
     Mixture components are chosen with the Gumbel-max trick, so each step consumes K Gumbel and
     D normal draws from the stepper's own PCG64 generator: a seed reproduces the trajectory.
@@ -134,7 +134,7 @@ class LatentStepper:
         sigma += raw[:d]
         return sigma
 
-    def advance(self, x: np.ndarray, value: np.ndarray) -> np.ndarray:
+    def next_latent(self, x: np.ndarray, value: np.ndarray) -> np.ndarray:
         """Current latent and head value -> next latent (residual step, sphere projection)."""
         nxt = x + value if self.config.residual else value
         if self.config.sphere:
@@ -148,7 +148,7 @@ class LatentStepper:
         """Advance `steps` times from latent x (D,); write each new latent into out[i] if given."""
         for i in range(steps):
             hidden, state = self.core(x, state)
-            x = self.advance(x, self.head_value(hidden, *self._draw()))
+            x = self.next_latent(x, self.head_value(hidden, *self._draw()))
             if out is not None:
                 out[i] = x
         return x, state

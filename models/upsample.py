@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import FRAME_SIZES
+from .limits import FRAME_SIZES
 
 MIN_CHANNELS = 8
 MAX_UPSAMPLER_CHANNELS = 128

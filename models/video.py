@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
@@ -44,7 +43,6 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> None:
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     atomic_write_bytes(path, _ENCODERS[suffix](frames, float(fps)))
-    os.chmod(path, 0o644)  # the temporary file behind the atomic write is private (0600)
 
 
 def _checked_frames(frames: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ import torch
 
 from lavalamp.models.checkpoint import DataInfo, Lamp
 from lavalamp.models.latent import LatentStats
+from lavalamp.models.motion import mean_abs_diff  # noqa: F401 - the tests' one measure of change
 from lavalamp.models.rnn import LatentRNN, LatentRNNConfig
 from lavalamp.models.upsample import Upsampler, UpsamplerConfig
 from lavalamp.models.vae import VAE, VAEConfig
@@ -54,13 +55,6 @@ def save_fake_lamp(path, **kwargs) -> str:
 
     save_lamp(make_lamp(**kwargs), path)
     return str(path)
-
-
-def mean_abs_diff(a, b) -> float:
-    """Mean absolute difference of two uint8 images or frame stacks, in 8-bit levels."""
-    import numpy as np
-
-    return float(np.abs(np.asarray(a, int) - np.asarray(b, int)).mean())
 
 
 def metric(registry, name: str, labels: dict | None = None) -> float:
@@ -112,3 +106,18 @@ def rewrite_lamp(path, *, header=None, tensors=None, out=None) -> str:
     with open(out, "wb") as f:
         f.write(save(weights, metadata=metadata))
     return str(out)
+
+
+def watched_dream(metrics, screen: str = "0"):
+    """A frame source of a tiny lamp, with its producer (not started) and ring buffer, whose series
+    `metrics` (a DaemonMetrics) exports under `screen`, as the daemon's are."""
+    from lavalamp.daemon.config import GuardConfig, ProducerConfig
+    from lavalamp.daemon.producer import Producer
+    from lavalamp.daemon.ring import RingBuffer
+    from lavalamp.daemon.source import FrameSource
+
+    source = FrameSource(lamp=make_lamp(contrast=30), guard=GuardConfig(), seed=1)
+    ring = RingBuffer(capacity=8, frame_shape=source.frame_shape)
+    metrics.watch(screen, source=source, ring=ring,
+                  producer=Producer(source=source, ring=ring, config=ProducerConfig()))
+    return source

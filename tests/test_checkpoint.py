@@ -167,6 +167,7 @@ def test_crash_during_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["lamp.safetensors"]
 
 
+@pytest.mark.slow
 def test_killed_writer_leaves_old_checkpoint(tmp_path):
     """A process killed -9 in the middle of saving leaves the previous file readable."""
     import signal

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lavalamp.models import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,6 +16,7 @@ def lavalamp(*args, cwd=None):
                           text=True, cwd=cwd, timeout=120)
 
 
+@pytest.mark.slow
 def test_version_and_help():
     assert lavalamp("--version").stdout.strip() == f"lavalamp {__version__}"
     help_text = lavalamp("--help").stdout
@@ -21,6 +24,7 @@ def test_version_and_help():
         assert command in help_text
 
 
+@pytest.mark.slow
 def test_a_command_loads_only_its_own_module():
     """`lavalamp run` never imports the trainer, the simulator or the evaluator."""
     check = ("import sys, contextlib, io\n"
@@ -33,16 +37,19 @@ def test_a_command_loads_only_its_own_module():
     assert loaded.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_no_subcommand_prints_help_and_exits_2():
     result = lavalamp()
     assert result.returncode == 2 and "COMMAND" in result.stdout
 
 
+@pytest.mark.slow
 def test_check_config_accepts_the_shipped_file():
     result = lavalamp("check-config", "--offline", "--config", str(ROOT / "config.yaml"))
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_check_config_refuses_a_broken_file_with_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("display:\n  fps: fast\n")

@@ -1,12 +1,14 @@
 """Config loading: defaults, subsets, and one readable refusal per kind of mistake."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from lavalamp.daemon.config import Config, ConfigError, load_config, parse_config
+from lavalamp.daemon.config_file import config_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +32,30 @@ def test_shipped_config_documents_every_key_with_a_comment():
             assert f.name in data[section.name], f"{section.name}.{f.name} missing from config.yaml"
             line = next(ln for ln in lines if ln.strip().startswith(f"{f.name}:"))
             assert "#" in line and len(line.split("#", 1)[1].strip()) > 5, line
+
+
+def test_shipped_config_is_written_from_the_dataclasses():
+    assert (ROOT / "config.yaml").read_text() == config_yaml(), \
+        "config.yaml is stale: run `make config-yaml` (its comments come from daemon/config.py)"
+
+
+def test_every_comment_of_the_shipped_config_is_its_fields_doc():
+    comments, key = {}, None
+    for line in (ROOT / "config.yaml").read_text().splitlines():
+        section = re.match(r"^(\w+):  # (.*)$", line)
+        item = re.match(r"^  (\w+): .*?  # (.*)$", line)
+        more = re.match(r"^ {3,}# (.*)$", line)
+        if section or item:
+            key = (section or item).group(1) if section else f"{key.partition('.')[0]}.{item.group(1)}"
+            comments[key] = (section or item).group(2)
+        elif more:
+            comments[key] += " " + more.group(1)
+    docs = {}
+    for section in dataclasses.fields(Config):
+        defaults = getattr(Config(), section.name)
+        docs[section.name] = type(defaults).__doc__.rstrip(".")
+        docs.update({f"{section.name}.{f.name}": f.metadata["doc"] for f in dataclasses.fields(defaults)})
+    assert {k: re.sub(r" \(restart: [^)]*\)$", "", v) for k, v in comments.items()} == docs
 
 
 def test_a_subset_keeps_the_other_defaults(tmp_path):
@@ -111,3 +137,35 @@ def test_screens_and_a_playlist_parse():
     assert cfg.display.screens == (1, 0) and cfg.display.multi == "clone"
     assert cfg.playlist.lamps == ("a", "b.v2") and cfg.playlist.every_s == 600.0
     assert parse_config({"display": {"screens": "all"}}).display.screens == "all"
+
+
+@pytest.mark.parametrize("name", ["auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps"])
+def test_model_device_accepts_every_name_the_device_code_accepts(name):
+    assert parse_config({"model": {"device": name}}).model.device == name
+
+
+@pytest.mark.parametrize("name", ["tpu", "cuda:", "cuda:x", "cpu:0", "CUDA", 1, True])
+def test_model_device_refuses_nonsense_naming_the_key_and_the_choices(name):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"model": {"device": name}})
+    assert str(err.value) == (f"model.device: unknown device {name!r}: expected auto (cuda, then "
+                              "mps, then cpu), cpu, cuda, cuda:N (the Nth GPU) or mps")
+
+
+@pytest.mark.parametrize("old, new", [("buffer.stall_s", "producer.stall_s"),
+                                      ("buffer.max_failures", "producer.max_failures"),
+                                      ("buffer.failure_window_s", "producer.failure_window_s"),
+                                      ("guard.crossfade_frames", "model.crossfade_frames")])
+def test_a_renamed_key_still_works_under_its_old_name_and_the_log_says_so(tmp_path, caplog, old, new):
+    (section, name), (new_section, new_name) = old.split("."), new.split(".")
+    cfg = load_config(write(tmp_path, f"{section}:\n  {name}: 7\n"))
+    assert getattr(getattr(cfg, new_section), new_name) == 7
+    assert f"{old} is renamed to {new}" in caplog.text
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, f"{section}:\n  {name}: 7\n{new_section}:\n  {new_name}: 8\n"))
+    assert f"{old} and {new} are both set: {old} is the old name of {new}" in str(err.value)
+
+
+def test_a_renamed_key_with_a_bad_value_is_refused_under_its_new_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"producer\.stall_s: expected a number in 0\.5\.\.3600"):
+        load_config(write(tmp_path, "buffer:\n  stall_s: 0\n"))

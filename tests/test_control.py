@@ -262,6 +262,7 @@ def test_other_sites_and_rebound_names_are_refused(tmp_path, lamp_path):
     assert metric(d.metrics.registry, "lavalamp_reseeds_total", {"reason": "remote"}) == 0
 
 
+@pytest.mark.slow
 def test_a_flood_of_requests_never_stalls_the_frame_loop(tmp_path, lamp_path):
     d, port = daemon(tmp_path, lamp_path, display={"fps": 60})
     drawn = []

@@ -45,6 +45,7 @@ def text_of(driver, element_id):
     return driver.execute_script(f"return document.getElementById('{element_id}').textContent")
 
 
+@pytest.mark.slow
 def test_the_page_steers_the_lamp_in_a_real_browser(tmp_path, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys

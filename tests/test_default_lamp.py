@@ -1,10 +1,12 @@
 """The lamp shipped in the package: present, small, self-describing, and it dreams a lit, moving lamp."""
 
 import numpy as np
+import pytest
 import torch
 
 from lavalamp.models.checkpoint import default_lamp_path, load_lamp
 from lavalamp.models.dream import Dream
+from lavalamp.models.motion import step_motion
 
 MAX_BYTES = 10 * 1024 * 1024
 
@@ -24,6 +26,7 @@ def test_the_default_lamp_describes_itself():
     assert lamp.rnn.config.sphere and lamp.decoder_config.sphere
 
 
+@pytest.mark.slow
 def test_the_default_lamp_dreams_a_lit_moving_lamp():
     torch.set_num_threads(1)
     dream = Dream(load_lamp(None), seed=0)
@@ -31,7 +34,7 @@ def test_the_default_lamp_dreams_a_lit_moving_lamp():
     assert frames.mean() > 30 and frames.std() > 20, "a dark or flat picture"
     centre = frames[:, 64:192, 96:160]
     assert centre[..., 0].mean() > centre[..., 2].mean(), "the classic palette's red wax is gone"
-    steps = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
+    steps = step_motion(frames)
     assert steps.min() > 0.05 and steps.mean() < 8, f"motion per step {steps.mean():.2f}"
     assert np.abs(frames[-1] - frames[0]).mean() > 2, "the dream froze"
     edges = np.abs(np.diff(frames, axis=2)).mean() + np.abs(np.diff(frames, axis=1)).mean()

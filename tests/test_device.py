@@ -26,3 +26,9 @@ def test_absent_devices_are_clear_errors(monkeypatch):
     with pytest.raises(DeviceError, match="unknown device 'tpu'"):
         resolve_device("tpu")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_names_that_are_not_devices_are_refused_before_torch_is_asked():
+    for name in ("cuda:x", "cpu:0", "cuda:"):
+        with pytest.raises(DeviceError, match=f"unknown device '{name}': expected auto"):
+            resolve_device(name)

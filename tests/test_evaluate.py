@@ -9,8 +9,8 @@ from PIL import Image
 
 from lavalamp.daemon.cli import main
 from lavalamp.models.checkpoint import save_lamp
-from lavalamp.train.evaluate import (CLIP_FRAMES, EvalConfig, Examples, critic_frames, critic_test,
-                                     evaluate_frames)
+from lavalamp.train.critic import CLIP_FRAMES, Examples, critic_frames, critic_test
+from lavalamp.train.evaluate import EvalConfig, evaluate_frames
 
 from .fakes import make_lamp
 
@@ -40,6 +40,7 @@ def compare(generated, reference, **config):
     return evaluate_frames(generated, reference, lamp_fps=FPS / STEP, reference_fps=FPS, config=config)
 
 
+@pytest.mark.slow
 def test_eval_writes_a_complete_report_and_contact_sheet(tmp_path, reference, capsys):
     save_lamp(make_lamp(), tmp_path / "lamp.safetensors")
     np.savez(tmp_path / "ref.npz", frames=reference, fps=FPS)
@@ -69,6 +70,7 @@ def test_eval_writes_a_complete_report_and_contact_sheet(tmp_path, reference, ca
         assert sheet.height == 4 * (64 + 2)  # reference/generated, spread/consecutive
 
 
+@pytest.mark.slow
 def test_several_critic_seeds_give_a_mean_and_a_spread(reference):
     shifted = np.roll(reference, STEP, axis=0)
     one = compare(shifted, reference, critic_steps=30)["critic"]["frames"]
@@ -89,6 +91,20 @@ def test_critic_seeds_out_of_range_exit_2(tmp_path, reference, capsys):
     assert "--critic-seeds" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("temperature", ["10", "0.01", "nan"])
+def test_a_temperature_outside_the_dream_range_exits_2(tmp_path, reference, capsys, temperature):
+    """The range `lavalamp run` and `render` accept: a lamp at 10x its calibrated temperature
+    is not the lamp a user will see, so its report would judge nothing."""
+    save_lamp(make_lamp(), tmp_path / "lamp.safetensors")
+    np.savez(tmp_path / "ref.npz", frames=reference, fps=FPS)
+    code = main(["eval", "--model", str(tmp_path / "lamp.safetensors"), "--reference",
+                 str(tmp_path / "ref.npz"), "--temperature", temperature, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--temperature" in err and "must be in 0.05..3" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
 def test_critic_cannot_tell_the_reference_from_itself_shifted(reference):
     frames = critic_frames(reference)
     shifted = critic_frames(np.roll(reference, STEP, axis=0))  # one lamp step later
@@ -97,6 +113,7 @@ def test_critic_cannot_tell_the_reference_from_itself_shifted(reference):
     assert abs(result["accuracy"] - 0.5) < 0.2
 
 
+@pytest.mark.slow
 def test_critic_tells_a_constant_colour_clip_from_the_reference(reference):
     constant = np.full_like(reference, 90)
     frames, flat = critic_frames(reference), critic_frames(constant)
@@ -105,6 +122,7 @@ def test_critic_tells_a_constant_colour_clip_from_the_reference(reference):
     assert critic_test(real, fake, steps=60, batch=32, seed=0)["accuracy"] > 0.95
 
 
+@pytest.mark.slow
 def test_reference_against_itself_moves_alike_and_is_not_frozen(reference):
     report = compare(reference[::STEP], reference)
     assert report["motion"]["ratio"] == pytest.approx(1.0)
@@ -178,6 +196,7 @@ def test_several_reference_clips_are_one_reference_and_no_step_spans_two(referen
     assert report["critic"]["clips"]["test_examples"][0] > 0
 
 
+@pytest.mark.slow
 def test_lamps_of_128_px_get_a_128_px_frame_critic():
     big = moving_clip(240, size=128)
     report = compare(big[::STEP], big)

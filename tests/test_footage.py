@@ -41,7 +41,7 @@ def test_video_is_decoded_at_its_frame_rate(tmp_path):
     source = write_mp4(tmp_path / "clip.mp4", coloured_frames(12))
     footage = load_footage([source], FootageConfig(val_fraction=0))
     assert footage.sequences[0].shape == (12, 64, 64, 3)
-    assert footage.fps == pytest.approx(20) and footage.lamp_fps == pytest.approx(20)
+    assert footage.fps == pytest.approx(20)
     assert red_index(footage.sequences[0]) == list(range(12))
 
 
@@ -56,12 +56,13 @@ def test_image_folder_is_read_in_natural_order_at_the_default_fps(tmp_path):
     assert footage.fps == 12.5 and "assumed" in footage.description
 
 
-def test_npz_keeps_its_fps_and_records_it_for_the_checkpoint(tmp_path):
+def test_npz_keeps_its_fps_and_every_frame(tmp_path):
+    """Every frame: the trainer steps the footage itself (tests/test_train.py checks the lamp's
+    recorded rate)."""
     source = write_npz(tmp_path / "clip.npz", coloured_frames(10, 64, 64), fps=25.0)
-    footage = load_footage([source], FootageConfig(frame_step=2, val_fraction=0))
-    info = footage.data_info()
-    assert (info.fps, info.frame_step, info.lamp_fps) == (25.0, 2, 12.5)
-    assert "clip.npz" in info.description
+    footage = load_footage([source], FootageConfig(val_fraction=0))
+    assert footage.fps == 25.0 and red_index(footage.sequences[0]) == list(range(10))
+    assert "clip.npz" in footage.description
 
 
 def test_crop_box_selects_source_pixels(tmp_path):
@@ -92,13 +93,6 @@ def test_resize_uses_an_area_filter(tmp_path):
     footage = load_footage([source], FootageConfig(frame_size=64, val_fraction=0))
     assert footage.sequences[0].shape == (2, 64, 64, 3)
     assert np.abs(footage.sequences[0].astype(int) - 127.5).max() <= 1  # averaged, not sampled
-
-
-def test_frame_step_keeps_every_nth_frame(tmp_path):
-    source = write_npz(tmp_path / "clip.npz", coloured_frames(20, 64, 64))
-    footage = load_footage([source], FootageConfig(frame_step=6, val_fraction=0))
-    assert red_index(footage.sequences[0]) == [0, 6, 12, 18]
-    assert footage.fps == 30.0 and footage.lamp_fps == 5.0
 
 
 def test_mirror_adds_each_clip_mirrored_as_a_sequence_of_its_own(tmp_path):
@@ -215,8 +209,9 @@ def test_bad_source_is_refused_with_one_clear_message(tmp_path, make):
 
 def test_clip_shorter_than_a_training_window_is_refused(tmp_path):
     source = write_npz(tmp_path / "short.npz", coloured_frames(30, 64, 64))
-    with pytest.raises(FootageError, match=r"short.npz: too short: 5 frames after frame step 6"):
-        load_footage([source], FootageConfig(frame_step=6, val_fraction=0), min_frames=8)
+    with pytest.raises(FootageError, match=r"short.npz: too short: 30 frames leave 27 for training, "
+                                           r"fewer than one training window of 31 frames"):
+        load_footage([source], FootageConfig(val_fraction=0.1), min_frames=31)
 
 
 def test_crop_box_outside_the_frame_is_refused(tmp_path):
@@ -229,5 +224,3 @@ def test_crop_box_outside_the_frame_is_refused(tmp_path):
 def test_bad_config_values_are_refused():
     with pytest.raises(ValueError, match="frame_size must be one of"):
         FootageConfig(frame_size=100)
-    with pytest.raises(ValueError, match="frame_step must be at least 1"):
-        FootageConfig(frame_step=0)

@@ -4,6 +4,7 @@ than a set time or memory. A few seconds here; `make fuzz` runs many more exampl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -16,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lavalamp.daemon.config import Config, ConfigError, describe_defaults, load_config
+from lavalamp.daemon.config import Config, ConfigError, load_config
 from lavalamp.models.checkpoint import Lamp, LampLoadError, load_lamp
 
 from .fakes import lamp_header, rewrite_lamp, save_fake_lamp
@@ -28,7 +29,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="FUZZ_EXAMPLES
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 
-SECTIONS = describe_defaults()
+SECTIONS = {f.name: dataclasses.asdict(getattr(Config(), f.name)) for f in dataclasses.fields(Config)}
 KEYS = [(section, key) for section, values in SECTIONS.items() for key in values]
 YAML_CHARS = "[]{}:,&*!|>-#'\"?%@`\\\n\t .0123456789eE+abcnulltrueyml~"
 

@@ -40,6 +40,7 @@ def test_healthy_statistics_never_trigger(d):
     assert g.distance < 1.0
 
 
+@pytest.mark.slow
 def test_a_healthy_fake_lamp_dream_never_triggers():
     lamp = make_lamp(contrast=30)
     dream, g = Dream(lamp, seed=1), guard(lamp_fps=lamp.data.lamp_fps)

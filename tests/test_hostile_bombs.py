@@ -90,7 +90,8 @@ def test_a_checkpoint_error_quotes_a_bounded_excerpt(tmp_path, lamp_path):
 SLOW_TO_PARSE = "display:\n  scaling: [" + ", ".join(["1"] * 80_000) + "]\n"  # 240 KB, under the bound
 
 
-@pytest.mark.parametrize("text", [alias_bomb(7), SLOW_TO_PARSE], ids=["alias bomb", "slow to parse"])
+@pytest.mark.parametrize("text", [alias_bomb(7), pytest.param(SLOW_TO_PARSE, marks=pytest.mark.slow)],
+                         ids=["alias bomb", "slow to parse"])
 def test_a_bomb_on_sighup_does_not_stall_the_frame_loop(tmp_path, lamp_path, caplog, text):
     config = tmp_path / "c.yaml"
     write_config(config)

@@ -85,6 +85,7 @@ def test_a_lamp_that_cannot_be_shown_is_refused_at_load(lamps, name):
     assert BROKEN[name][1] in str(err.value) and path in str(err.value)
 
 
+@pytest.mark.slow
 def test_good_lamps_pass_the_proof_including_the_shipped_one(lamps):
     _, good, up = lamps
     assert load_lamp(good).name == "test-lamp"
@@ -135,8 +136,9 @@ def nan_decoder_lamp():
 
 def source_for(lamp, **guard):
     registry = CollectorRegistry()
-    return FrameSource(lamp=lamp, guard=dataclasses.replace(GuardConfig(), **guard),
-                       metrics=DaemonMetrics(registry, process=False), seed=1), registry
+    source = FrameSource(lamp=lamp, guard=dataclasses.replace(GuardConfig(), **guard), seed=1)
+    DaemonMetrics(registry, process=False).watch("0", source=source)
+    return source, registry
 
 
 def test_non_finite_frames_at_run_time_reseed_then_break(tmp_path):

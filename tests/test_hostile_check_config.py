@@ -139,6 +139,7 @@ def test_a_good_config_passes_and_says_what_was_checked_and_what_not(tmp_path, l
     assert "not checked: the display" in out
 
 
+@pytest.mark.slow
 def test_offline_checks_the_file_alone_without_torch(tmp_path):
     """A config written for another machine (a GPU kiosk) is checked here with --offline."""
     config = config_file(tmp_path, {"model": {"device": "cuda", "path": "/opt/elsewhere/lamp.safetensors"}})

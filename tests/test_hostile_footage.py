@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from lavalamp.daemon.cli import main
-from lavalamp.train.evaluate import EvalConfig, minimum_lengths
+from lavalamp.train.critic import minimum_lengths
+from lavalamp.train.evaluate import EvalConfig
 from lavalamp.train.footage import FootageConfig, FootageError, load_footage
 from lavalamp.train.simulator import LavaLampSimulator, SimulatorConfig
 

@@ -200,8 +200,8 @@ def test_a_swap_whose_install_fails_leaves_the_lamp_whole_and_the_next_swap_work
     from lavalamp.daemon.metrics import DaemonMetrics
 
     registry = CollectorRegistry()
-    src = source_module.FrameSource(lamp=make_lamp(contrast=30), guard=GuardConfig(),
-                                    metrics=DaemonMetrics(registry, process=False), seed=1)
+    src = source_module.FrameSource(lamp=make_lamp(contrast=30), guard=GuardConfig(), seed=1)
+    DaemonMetrics(registry, process=False).watch("0", source=src)
     src.next_batch(4)
     real_guard = source_module.DriftGuard
 
@@ -219,6 +219,7 @@ def test_a_swap_whose_install_fails_leaves_the_lamp_whole_and_the_next_swap_work
     assert src.lamp.name == "whole" and src.dream.lamp is src.lamp
 
 
+@pytest.mark.slow
 def test_hostile_headers_hot_swapped_in_a_row_are_refused_and_a_good_one_then_loads(tmp_path, good):
     model = tmp_path / "watched.safetensors"
     rewrite_lamp(good, out=model)

@@ -34,6 +34,7 @@ def run(*argv: str) -> int:
     ["render", "--frames", "2"],
     ["simulate", "--frames", "2"],
 ])
+@pytest.mark.slow
 def test_an_out_that_is_a_folder_is_refused_before_the_work(tmp_path, command, capsys):
     folder = tmp_path / "clip.npz"
     folder.mkdir()
@@ -105,6 +106,7 @@ def tiny_filesystem_command(mount: Path, command: list[str]) -> list[str] | None
     return [unshare, *unshare_args, "sh", "-c", script, "sh", str(mount)]
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_exit_1_and_the_old_file_stays(tmp_path):
     mount = tmp_path / "disk"
     mount.mkdir()

@@ -57,7 +57,7 @@ def test_every_field_declares_live_or_restart_and_the_restart_ones_are_few():
     assert all("live" in field_meta(k) for k in flat)
     assert restart - {k for k in restart if k.startswith("mqtt.")} == RESTART_ONLY
     assert {"display.brightness", "model.temperature", "model.seed", "model.path",
-            "buffer.stall_s", "guard.crossfade_frames", "schedule.dim"} <= set(flat) - restart
+            "producer.stall_s", "model.crossfade_frames", "schedule.dim"} <= set(flat) - restart
 
 
 def test_the_shipped_config_marks_each_sections_restart_keys():
@@ -134,10 +134,10 @@ def test_live_settings_apply_in_place_without_a_reseed(tmp_path, lamp_path):
         seed, lamp = d.source.dream.seed, d.source.lamp
         d.live.request({"display.fps": 50, "display.speed": 2, "model.temperature": 0.5,
                         "display.brightness": 0.3, "display.hue_degrees": 40,
-                        "display.saturation": 0.5, "guard.crossfade_frames": 5,
-                        "buffer.stall_s": 9, "logging.level": "DEBUG"}, "http").wait(10)
+                        "display.saturation": 0.5, "model.crossfade_frames": 5,
+                        "producer.stall_s": 9, "logging.level": "DEBUG"}, "http").wait(10)
         assert wait_until(lambda: d.source.dream.temperature == 0.5)
-        assert wait_until(lambda: d.source._guard_config.crossfade_frames == 5)
+        assert wait_until(lambda: d.source.crossfade_frames == 5)
         shown = metric(d.metrics.registry, "lavalamp_frames_displayed_total")
         assert wait_until(lambda: metric(d.metrics.registry, "lavalamp_frames_displayed_total")
                           > shown + 5)
@@ -260,6 +260,29 @@ def test_display_state_from_remote_and_keyboard_takes_the_same_path(tmp_path, la
     assert metric(r, "lavalamp_live_changes_total", {"source": "keyboard"}) == 1
     assert metric(r, "lavalamp_live_changes_total", {"source": "mqtt"}) == 2
     assert metric(r, "lavalamp_live_changes_total", {"source": "schedule"}) == 1  # its word at start
+
+
+def test_display_on_says_what_is_on_screen_while_the_schedule_still_says_on(tmp_path, lamp_path):
+    """Paused or with its monitor gone, the lamp is not on screen: display_on 0, scheduled_on 1
+    (what LavalampDisplayOffOutsideSchedule alerts on)."""
+    d = daemon(tmp_path, lamp_path)
+    r = d.metrics.registry
+    on = lambda: (metric(r, "lavalamp_display_on"), metric(r, "lavalamp_display_scheduled_on"))  # noqa: E731
+
+    def change(d):
+        assert running(d) and wait_until(lambda: on() == (1, 1))
+        d.command("pause", "http").wait(10)
+        assert wait_until(lambda: on() == (0, 1))
+        d.command("resume", "http").wait(10)
+        assert wait_until(lambda: on() == (1, 1))
+        events = iter([["lost:0"]])
+        d.renderer.events = lambda: next(events, [])
+        assert wait_until(lambda: on() == (0, 1))
+        events = iter([["back:0"]])
+        assert wait_until(lambda: on() == (1, 1))
+
+    drive(d, change)
+    assert on() == (0, 1)  # a stopped daemon shows nothing
 
 
 def test_every_live_key_is_applied_and_every_restart_key_kept(tmp_path, lamp_path, caplog):

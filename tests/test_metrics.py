@@ -1,13 +1,19 @@
 """Metrics: the contract's names with help text, read from a private registry and over HTTP."""
 
+import ast
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from lavalamp.daemon.metrics import (RESEED_REASONS, DaemonMetrics, MetricsError, start_http_server,
                                      stop_http_server)
+
+from .fakes import watched_dream as dream
+
+DAEMON = Path(__file__).resolve().parents[1] / "daemon"
 
 CONTRACT = """lavalamp_frames_displayed_total lavalamp_frames_generated_total
 lavalamp_display_frames_per_second lavalamp_generation_frames_per_second
@@ -29,6 +35,7 @@ def scrape(port):
 def test_every_contract_metric_is_served_with_help_and_labels_at_zero():
     registry = CollectorRegistry()
     m = DaemonMetrics(registry)
+    dream(m)
     m.frames_displayed.inc(3)
     server, thread = start_http_server("127.0.0.1", 0, registry)
     try:
@@ -48,8 +55,8 @@ def test_every_contract_metric_is_served_with_help_and_labels_at_zero():
 
 def test_a_private_registry_keeps_daemons_apart():
     a, b = CollectorRegistry(), CollectorRegistry()
-    DaemonMetrics(a, process=False).reseeds.labels("loop").inc()
-    DaemonMetrics(b, process=False)
+    dream(DaemonMetrics(a, process=False)).reseed("loop")
+    dream(DaemonMetrics(b, process=False))
     assert a.get_sample_value("lavalamp_reseeds_total", {"reason": "loop", "screen": "0"}) == 1
     assert b.get_sample_value("lavalamp_reseeds_total", {"reason": "loop", "screen": "0"}) == 0
 
@@ -67,9 +74,10 @@ def test_each_screen_counts_into_its_own_series_and_the_daemon_wide_ones_stay_un
     registry = CollectorRegistry()
     m = DaemonMetrics(registry, process=False)
     left, right = m.for_screen("0"), m.for_screen("1")
+    dream(m, "0")
+    dream(m, "1").reseed("manual")
     left.frames_displayed.inc(2)
     right.frames_displayed.inc(5)
-    right.reseeds.labels("manual").inc()
     right.underruns.inc()
     m.up.set(1)
     get = registry.get_sample_value
@@ -79,3 +87,26 @@ def test_each_screen_counts_into_its_own_series_and_the_daemon_wide_ones_stay_un
     assert get("lavalamp_reseeds_total", {"reason": "manual", "screen": "0"}) == 0
     assert get("lavalamp_ring_buffer_underruns_total", {"screen": "0"}) == 0
     assert get("lavalamp_up", {}) == 1 and right.up is m.up
+
+
+def test_a_dreams_series_are_read_from_its_parts_at_scrape_time():
+    registry = CollectorRegistry()
+    source = dream(DaemonMetrics(registry, process=False))
+    get = registry.get_sample_value
+    assert get("lavalamp_frames_generated_total", {"screen": "0"}) == 0
+    assert get("lavalamp_ring_buffer_capacity_frames", {"screen": "0"}) == 8
+    source.next_batch(4)
+    assert get("lavalamp_motion", {"screen": "0"}) == source.motion > 0
+    assert get("lavalamp_latent_std", {"screen": "0"}) == source.latent_stats.std > 0
+    assert get("lavalamp_model_info", {"screen": "0", "name": "test-lamp", "frame_size": "64",
+                                       "latent_size": str(source.lamp.latent_size),
+                                       "device": "cpu", "lamp_fps": "5"}) == 1
+
+
+def test_the_frame_source_producer_and_render_need_no_metrics():
+    """Offline tools (`lavalamp render`, the benchmarks) build a frame source without Prometheus."""
+    for name in ("source.py", "producer.py", "guard.py", "ring.py", "offline_render.py"):
+        tree = ast.parse((DAEMON / name).read_text())
+        imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        assert not {m for m in imported if "metrics" in m or "prometheus" in m}, name

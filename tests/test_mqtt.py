@@ -162,6 +162,7 @@ def test_losing_the_broker_never_touches_the_lamp_and_it_reconnects(tmp_path, la
     assert metric(d.metrics.registry, "lavalamp_mqtt_disconnects_total") >= 1
 
 
+@pytest.mark.slow
 def test_a_refused_login_or_no_broker_at_all_leaves_the_lamp_alone(tmp_path, lamp_path, caplog):
     caplog.set_level(logging.WARNING)
     secured = Broker(tmp_path, free_port(), user=("lamp", "right")).start()

@@ -1,6 +1,9 @@
 """Packaging: the wheel holds lavalamp.{daemon,models,train} and nothing generic; layers stay apart."""
 
 import ast
+import configparser
+import importlib
+import re
 import subprocess
 import sys
 import zipfile
@@ -14,11 +17,16 @@ ALLOWED = {"daemon": {"models"}, "train": {"models"}, "models": set()}
 
 
 @pytest.fixture(scope="module")
-def wheel_names(tmp_path_factory):
+def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out),
                     str(ROOT)], check=True, capture_output=True, timeout=300)
-    (wheel,) = out.glob("neural_lavalamp-*.whl")
+    (path,) = out.glob("neural_lavalamp-*.whl")
+    return path
+
+
+@pytest.fixture(scope="module")
+def wheel_names(wheel):
     with zipfile.ZipFile(wheel) as zf:
         return set(zf.namelist())
 
@@ -49,8 +57,19 @@ def test_wheel_ships_the_control_page(wheel_names):
 
 
 @pytest.mark.slow
-def test_wheel_declares_the_console_script(wheel_names, tmp_path):
-    assert any(n.endswith("entry_points.txt") for n in wheel_names)
+def test_wheel_declares_the_console_script(wheel, wheel_names, capsys):
+    """The wheel's `lavalamp` script points at the CLI's main, which answers --help."""
+    (name,) = [n for n in wheel_names if n.endswith(".dist-info/entry_points.txt")]
+    entry_points = configparser.ConfigParser()
+    with zipfile.ZipFile(wheel) as zf:
+        entry_points.read_string(zf.read(name).decode())
+    assert dict(entry_points["console_scripts"]) == {"lavalamp": "lavalamp.daemon.cli:main"}
+    module, _, function = entry_points["console_scripts"]["lavalamp"].partition(":")
+    main = getattr(importlib.import_module(module), function)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: lavalamp")
 
 
 def test_code_folders_are_flat():
@@ -79,3 +98,19 @@ def test_dependency_direction():
         for py in (ROOT / folder).rglob("*.py"):
             wrong = imported_layers(py) - allowed - {folder}
             assert not wrong, f"{py.relative_to(ROOT)} imports lavalamp.{wrong}: not allowed"
+
+
+def test_the_readme_layout_names_only_files_that_exist_and_every_code_folder():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Layout\n\n```\n", 1)[1].split("```", 1)[0]
+    folder, named = None, []
+    for line in layout.splitlines():
+        if not line.startswith(" "):
+            folder = line.split()[0].rstrip("/")
+        named += [(folder, name) for name in re.findall(r"(?<![\w-])([\w-]+\.(?:py|sh|c|yaml))\b", line)]
+    assert len(named) > 10
+    for folder, name in named:  # in its folder, or at the top (config.yaml)
+        assert (ROOT / folder / name).exists() or (ROOT / name).exists(), \
+            f"README's layout names {folder}/{name}, which does not exist"
+    folders = {line.split()[0].rstrip("/") for line in layout.splitlines() if not line.startswith(" ")}
+    assert {"daemon", "models", "train", "deploy", "tests", "benchmarks", "docs"} <= folders

@@ -95,11 +95,12 @@ def library(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_a_lamp_change_cross_fades_skips_a_broken_lamp_and_never_stalls(tmp_path, library):
     config_path = write_config(tmp_path / "c.yaml", {
-        "model": {"library": str(library), "seed": 4},
+        "model": {"library": str(library), "seed": 4, "crossfade_frames": 12},
         "playlist": {"lamps": ["first", "broken", "second"], "every_s": 3600},
-        "guard": {"crossfade_frames": 12}, "buffer": {"depth_frames": 16, "batch_frames": 4},
+        "buffer": {"depth_frames": 16, "batch_frames": 4},
         "display": {"speed": 4, "fps": 60}})
     registry = CollectorRegistry()
     d = Daemon(config=load_config(config_path), config_path=config_path, model_path=None,
@@ -192,6 +193,7 @@ def test_next_lamp_without_a_playlist_is_a_clear_400(tmp_path):
     assert status == 400 and "no playlist is configured" in body["error"]
 
 
+@pytest.mark.slow
 def test_mqtt_moves_on_and_chooses_lamps_by_name_never_by_path(tmp_path, library, caplog):
     from .mqtt_support import Broker, Watcher, require_mqtt
 

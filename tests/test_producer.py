@@ -6,7 +6,7 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry
 
-from lavalamp.daemon.config import BufferConfig, GuardConfig
+from lavalamp.daemon.config import GuardConfig, ProducerConfig
 from lavalamp.daemon.metrics import DaemonMetrics
 from lavalamp.daemon.producer import Fault, Producer, parse_fault
 from lavalamp.daemon.ring import RingBuffer
@@ -19,13 +19,14 @@ from .fakes import make_lamp, metric, save_fake_lamp, wait_until
 def parts():
     registry = CollectorRegistry()
     metrics = DaemonMetrics(registry, process=False)
-    src = FrameSource(lamp=make_lamp(contrast=30), metrics=metrics, guard=GuardConfig(), seed=1)
+    src = FrameSource(lamp=make_lamp(contrast=30), guard=GuardConfig(), seed=1)
     ring = RingBuffer(capacity=16, frame_shape=src.frame_shape)
     made = []
 
     def producer(fault=None, **config):
-        p = Producer(source=src, ring=ring, metrics=metrics, fault=fault,
-                     config=dataclasses.replace(BufferConfig(), batch_frames=4, **config))
+        p = Producer(source=src, ring=ring, fault=fault, batch_frames=4,
+                     config=dataclasses.replace(ProducerConfig(), **config))
+        metrics.watch("0", source=src, producer=p, ring=ring)
         made.append(p)
         p.start()
         return p

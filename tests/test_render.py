@@ -5,12 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 from PIL import Image
-from prometheus_client import CollectorRegistry
 
 from lavalamp.daemon.cli import main
 from lavalamp.daemon.config import GuardConfig
-from lavalamp.daemon.metrics import DaemonMetrics
-from lavalamp.daemon.render_cli import render
+from lavalamp.daemon.offline_render import render
 from lavalamp.daemon.source import FrameSource
 from lavalamp.models.checkpoint import load_lamp
 
@@ -36,7 +34,7 @@ def test_npz_holds_the_frames_and_the_lamp_fps(tmp_path, lamp_path):
 
 def test_it_writes_exactly_what_the_daemon_source_shows(tmp_path, lamp_path):
     data = np.load(rendered(tmp_path, lamp_path, "--frames", "10", "--seed", "4", "--guard", "off"))
-    source = FrameSource(lamp=load_lamp(lamp_path), metrics=DaemonMetrics(CollectorRegistry(), process=False),
+    source = FrameSource(lamp=load_lamp(lamp_path),
                          guard=dataclasses.replace(GuardConfig(), enabled=False), seed=4)
     assert np.array_equal(data["frames"], render(source, frames=10, batch=3))
 

@@ -53,7 +53,7 @@ def test_drawn_pixels_are_the_frame_scaled_not_garbage(window):
     import pygame
 
     frame = gradient()
-    window.draw(frame, 0, None, 1, 0.0, 1.0)
+    window.draw(frame, None, 0.0, 1.0)
     shown = pygame.surfarray.array3d(window.screen).transpose(1, 0, 2)  # (H,W,3)
     assert shown[:, :40].max() == 0 and shown[:, -40:].max() == 0  # letterbox bars
     lamp = shown[:, 40:280]
@@ -66,9 +66,9 @@ def test_cross_fade_and_dimming_reach_the_screen(window):
     import pygame
 
     white, black = np.full((64, 64, 3), 240, np.uint8), np.zeros((64, 64, 3), np.uint8)
-    window.draw(white, 0, black, 1, 0.25, 1.0)
+    window.draw(white, black, 0.25, 1.0)
     assert abs(int(pygame.surfarray.array3d(window.screen)[160, 120, 0]) - 180) <= 3
-    window.draw(white, 0, None, 1, 0.0, 0.5)
+    window.draw(white, None, 0.0, 0.5)
     assert abs(int(pygame.surfarray.array3d(window.screen)[160, 120, 0]) - 120) <= 3
 
 
@@ -79,7 +79,7 @@ def test_the_colour_transform_reaches_the_screen_and_the_snapshot(window):
 
     red = np.zeros((64, 64, 3), np.uint8)
     red[..., 0] = 200
-    window.draw(red, 0, None, 1, 0.0, 1.0, ColourTransform(hue_degrees=120))
+    window.draw(red, None, 0.0, 1.0, ColourTransform(hue_degrees=120))
     r, g, b = (int(v) for v in pygame.surfarray.array3d(window.screen)[160, 120])
     assert g > r + 40 and g > b  # a third of a turn: red shows green
     assert np.array_equal(window.last_frame[32, 32], [r, g, b]) and not window.blanked
@@ -161,7 +161,7 @@ def test_pixel_shift_screenshots_minutes_apart_show_the_lamp_moved_by_the_orbit(
         shots = {}
         for minutes in (0, 2.5, 5):  # lamp time driven by the test: no waiting
             r.clock = lambda m=minutes: 1000 * 600 + m * 60
-            r.draw(gradient(), 0, None, 1, 0.0, 1.0)
+            r.draw(gradient(), None, 0.0, 1.0)
             shots[minutes] = pygame.surfarray.array3d(r.screen).transpose(1, 0, 2).astype(int)
     finally:
         r.close()
@@ -182,6 +182,6 @@ def test_without_pixel_shift_the_picture_never_moves(window):
     shots = []
     for t in (0, 150, 300):
         window.clock = lambda t=t: t
-        window.draw(gradient(), 0, None, 1, 0.0, 1.0)
+        window.draw(gradient(), None, 0.0, 1.0)
         shots.append(pygame.surfarray.array3d(window.screen).copy())
     assert all(np.array_equal(shots[0], s) for s in shots[1:])

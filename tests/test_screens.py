@@ -180,6 +180,7 @@ def test_clone_shows_one_dream_on_every_screen(tmp_path):
     assert metric(registry, "lavalamp_frames_generated_total", {"screen": "1"}) == 0  # no 2nd dream
 
 
+@pytest.mark.slow
 def test_a_hung_producer_of_any_screen_withholds_the_watchdog(tmp_path, monkeypatch):
     faults = iter([None, Fault("hang-producer", 0.5)])  # the second screen's producer hangs
     monkeypatch.setattr(service, "fault_from_env", lambda: next(faults))
@@ -187,7 +188,8 @@ def test_a_hung_producer_of_any_screen_withholds_the_watchdog(tmp_path, monkeypa
     monkeypatch.setenv("NOTIFY_SOCKET", server.path)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     config_path = write_config(tmp_path / "c.yaml", {"display": {"screens": [0, 1]},
-                                                     "buffer": {"stall_s": 0.5, "depth_frames": 8}})
+                                                     "buffer": {"depth_frames": 8},
+                                                     "producer": {"stall_s": 0.5}})
     d = Daemon(config=load_config(config_path), config_path=config_path,
                model_path=save_fake_lamp(tmp_path / "lamp.safetensors", contrast=30),
                headless=True, registry=CollectorRegistry())

@@ -132,6 +132,7 @@ def test_metrics_are_served_while_running(tmp_path, lamp_path):
     assert "lavalamp_up 1.0" in scrape.text and 'name="test-lamp"' in scrape.text
 
 
+@pytest.mark.slow
 def test_a_missing_model_is_a_clear_error(tmp_path):
     run = Running(["--headless", "--model", str(tmp_path / "gone.safetensors"),
                    "--config", write_config(tmp_path / "c.yaml")])
@@ -140,12 +141,14 @@ def test_a_missing_model_is_a_clear_error(tmp_path):
     assert "gone.safetensors: checkpoint not found" in out and "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_without_a_model_the_shipped_lamp_runs(tmp_path):
     run = Running(["--headless", "--max-frames", "5", "--config", write_config(tmp_path / "c.yaml")])
     assert run.proc.wait(60) == 0, run.output()
     assert "'default-lamp'" in run.output()
 
 
+@pytest.mark.slow
 def test_sd_notify_end_to_end_and_sigterm_within_2_s(tmp_path, lamp_path):
     server = NotifySocket(tmp_path / "notify.sock")
     run = Running(["--headless", "--model", lamp_path, "--config", write_config(tmp_path / "c.yaml")],
@@ -167,9 +170,11 @@ def test_sd_notify_end_to_end_and_sigterm_within_2_s(tmp_path, lamp_path):
     assert "SIGTERM received" in run.output()
 
 
+@pytest.mark.slow
 def test_a_hung_producer_withholds_the_watchdog(tmp_path, lamp_path):
     server = NotifySocket(tmp_path / "notify.sock")
-    config = write_config(tmp_path / "c.yaml", {"buffer": {"stall_s": 0.5, "depth_frames": 8}})
+    config = write_config(tmp_path / "c.yaml", {"buffer": {"depth_frames": 8},
+                                                "producer": {"stall_s": 0.5}})
     run = Running(["--headless", "--model", lamp_path, "--config", config],
                   env={"NOTIFY_SOCKET": server.path, "WATCHDOG_USEC": "200000",
                        "LAVALAMP_FAULT": "hang-producer:1"})
@@ -185,8 +190,9 @@ def test_a_hung_producer_withholds_the_watchdog(tmp_path, lamp_path):
     assert code == EXIT_OK and seconds < 2.0
 
 
+@pytest.mark.slow
 def test_repeated_producer_crashes_exit_non_zero(tmp_path, lamp_path):
-    config = write_config(tmp_path / "c.yaml", {"buffer": {"max_failures": 3}})
+    config = write_config(tmp_path / "c.yaml", {"producer": {"max_failures": 3}})
     run = Running(["--headless", "--model", lamp_path, "--config", config],
                   env={"LAVALAMP_FAULT": "crash-producer:0.3"})
     try:
@@ -197,6 +203,7 @@ def test_repeated_producer_crashes_exit_non_zero(tmp_path, lamp_path):
     assert "producer crashed 3 times" in out and "InjectedFault: injected fault" in out
 
 
+@pytest.mark.slow
 def test_sighup_reloads_refuses_a_bad_config_and_sigusr1_dumps_stacks(tmp_path, lamp_path):
     config = tmp_path / "c.yaml"
     write_config(config)
@@ -206,9 +213,9 @@ def test_sighup_reloads_refuses_a_bad_config_and_sigusr1_dumps_stacks(tmp_path, 
         config.write_text("display:\n  fps: fast\n")
         run.proc.send_signal(signal.SIGHUP)
         assert "display.fps: expected a number" in run.wait_for_line("config reload refused")
-        write_config(config, {"guard": {"crossfade_frames": 5}})
+        write_config(config, {"model": {"crossfade_frames": 5}})
         run.proc.send_signal(signal.SIGHUP)
-        assert "guard.crossfade_frames = 5 (was 24)" in run.wait_for_line("crossfade_frames")
+        assert "model.crossfade_frames = 5 (was 24)" in run.wait_for_line("crossfade_frames")
         run.wait_for_line("config reloaded")
         run.proc.send_signal(signal.SIGUSR1)
         run.wait_for_line("stack of thread producer")
@@ -218,6 +225,7 @@ def test_sighup_reloads_refuses_a_bad_config_and_sigusr1_dumps_stacks(tmp_path, 
     assert code == EXIT_OK and seconds < 2.0
 
 
+@pytest.mark.slow
 def test_no_display_is_a_clear_failure_the_supervisor_retries(tmp_path, lamp_path):
     run = Running(["--model", lamp_path, "--config", write_config(tmp_path / "c.yaml")],
                   env={"SDL_VIDEODRIVER": "x11", "DISPLAY": ":987"})

@@ -56,6 +56,7 @@ def test_the_discriminators_judge_two_scales_and_their_condition():
 
 
 @pytest.mark.parametrize("adversarial", [False, True])
+@pytest.mark.slow
 def test_sharpening_makes_edges_sharper_than_plain_enlargement(adversarial):
     s = sharpener(blurred_pairs())
     before = s.validate()

@@ -3,18 +3,14 @@
 import numpy as np
 import pytest
 
+from lavalamp.models.motion import mean_abs_diff, step_motion
 from lavalamp.train.simulator import PALETTES, LavaLampSimulator, SimulatorConfig, simulate
-
-
-def mad(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute difference in 0..255 units."""
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 def test_same_seed_same_frames_other_seed_other_frames():
     a = simulate(12, seed=5, size=64)
     assert np.array_equal(a, simulate(12, seed=5, size=64))
-    assert mad(a[-1], simulate(12, seed=6, size=64)[-1]) > 2.0
+    assert mean_abs_diff(a[-1], simulate(12, seed=6, size=64)[-1]) > 2.0
 
 
 @pytest.mark.parametrize("size", [64, 128])
@@ -58,7 +54,7 @@ def test_the_lamp_is_lit_with_wax_in_liquid(name):
     if max(pal.background_top) < 50:  # a lamp in the dark: the glass glows, the room is dark
         assert centre.mean() > corners.mean() + 60
     else:  # a lamp in front of a wall: the glass is a different colour from the wall
-        assert mad(centre.mean(axis=(0, 1)), corners.reshape(-1, 3).mean(axis=0)) > 40
+        assert mean_abs_diff(centre.mean(axis=(0, 1)), corners.reshape(-1, 3).mean(axis=0)) > 40
     share = nearest_colour_share(frame[10:56, 16:48], {
         "wax": pal.wax_cool, "hot_wax": pal.wax_hot,
         "liquid": pal.liquid_top, "lit_liquid": pal.liquid_bottom})
@@ -70,8 +66,8 @@ def test_motion_is_slow_like_a_real_lamp_but_not_still():
     """Real footage at 64 px: consecutive frames differ by 0.25-1.1/255 on average (codec noise
     included) and frames 1 s apart by 4-15/255. A noiseless lamp sits at or under the low end."""
     frames = simulate(240, seed=4, size=64, fps=30.0)
-    consecutive = np.mean([mad(a, b) for a, b in zip(frames[:-1], frames[1:])])
-    one_second = np.mean([mad(frames[i], frames[i + 30]) for i in range(0, 210, 10)])
+    consecutive = step_motion(frames).mean()
+    one_second = np.mean([mean_abs_diff(frames[i], frames[i + 30]) for i in range(0, 210, 10)])
     assert 0.04 < consecutive < 1.5, consecutive
     assert 1.0 < one_second < 20.0, one_second
 
@@ -85,6 +81,7 @@ def test_skipping_ahead_lands_on_the_same_frame_as_rendering_through():
     assert np.array_equal(rendered.frames(1), skipped.frames(1))
 
 
+@pytest.mark.slow
 def test_a_long_run_never_freezes_and_never_repeats():
     sim = LavaLampSimulator(config=SimulatorConfig(frame_size=64), seed=11)
     samples = []
@@ -92,7 +89,7 @@ def test_a_long_run_never_freezes_and_never_repeats():
         sim.skip(29 / 30)
         samples.append(sim.frames(1)[0])
     samples = np.stack(samples)
-    per_5s = [mad(samples[i], samples[i + 5]) for i in range(len(samples) - 5)]
+    per_5s = [mean_abs_diff(samples[i], samples[i + 5]) for i in range(len(samples) - 5)]
     assert min(per_5s) > 1.0, "the lamp froze for 5 s"
     flat = samples.reshape(len(samples), -1).astype(np.float64)
     squares = (flat ** 2).sum(axis=1)
@@ -101,6 +98,7 @@ def test_a_long_run_never_freezes_and_never_repeats():
     assert rms[far_apart].min() > 2.0, "two frames at least 10 s apart look the same"
 
 
+@pytest.mark.slow
 def test_blobs_rise_from_the_bottom_and_sink_from_the_top():
     sim = LavaLampSimulator(config=SimulatorConfig(frame_size=64), seed=3)
     rising_low, sinking_high = 0, 0

@@ -13,10 +13,11 @@ from lavalamp.daemon.source import FrameSource
 from .fakes import make_lamp, mean_abs_diff, metric
 
 
-def source(lamp=None, **guard):
+def source(lamp=None, crossfade_frames=24, **guard):
     registry = CollectorRegistry()
-    src = FrameSource(lamp=lamp or make_lamp(contrast=30), metrics=DaemonMetrics(registry, process=False),
-                      guard=dataclasses.replace(GuardConfig(), **guard), seed=3)
+    src = FrameSource(lamp=lamp or make_lamp(contrast=30), seed=3, crossfade_frames=crossfade_frames,
+                      guard=dataclasses.replace(GuardConfig(), **guard))
+    DaemonMetrics(registry, process=False).watch("0", source=src)
     return src, registry
 
 

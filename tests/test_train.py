@@ -47,6 +47,7 @@ def train(*args, check=True, **kw):
     return result
 
 
+@pytest.mark.slow
 def test_train_writes_a_loadable_lamp_and_a_run_folder(tmp_path, clip):
     run = tmp_path / "run"
     train(str(clip), "--run-dir", str(run), "--out", str(tmp_path / "lamp.safetensors"), *TINY)
@@ -61,6 +62,7 @@ def test_train_writes_a_loadable_lamp_and_a_run_folder(tmp_path, clip):
     assert (run / "settings.json").exists() and (run / "latents.npz").exists()
 
 
+@pytest.mark.slow
 def test_refinement_sharpens_only_the_decoder(tmp_path, clip):
     """The refine stage lowers the decoder's error on the encoder's means; the encoder is untouched."""
     from lavalamp.models.vae import VAE
@@ -91,6 +93,7 @@ def test_refinement_sharpens_only_the_decoder(tmp_path, clip):
     assert "skipped" in lamp.training["stages"]["refine"] and not (run / "refine").exists()
 
 
+@pytest.mark.slow
 def test_same_seed_same_lamp(tmp_path, clip):
     for name in ("a", "b"):
         train(str(clip), "--run-dir", str(tmp_path / name), "--seed", "3", *TINY)
@@ -101,6 +104,7 @@ def test_same_seed_same_lamp(tmp_path, clip):
         assert torch.equal(x, y)
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_finishes_the_run(tmp_path, clip):
     run = tmp_path / "run"
     args = [str(clip), "--run-dir", str(run), *TINY[2:], "--steps", "400000",
@@ -176,6 +180,7 @@ def test_init_from_adds_an_upsampler_and_keeps_the_lamp_it_starts_from(tmp_path,
     (["--init-from", "x.safetensors"], "init_from needs a frame_size above base_size"),
     (["--frame-size", "100"], "sizes must be in"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, clip, args, message):
     run = tmp_path / "run"
     result = train(*([str(clip)] if args else []), "--run-dir", str(run), *TINY, *args, check=False)
@@ -183,6 +188,37 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, clip, args, mes
     assert "Traceback" not in result.stderr and not run.exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--mixtures", "0"], "mixtures must be at least 1, got 0 (--mixtures)"),
+    (["--hidden-size", "0"], "hidden_size must be at least 1, got 0 (--hidden-size)"),
+    (["--warmup", "6"], "warmup must be below window (6), got 6 (--warmup)"),
+    (["--upsampler-channels", "4"], "(--upsampler-channels)"),
+    (["--cell", "rnn"], "cell must be one of gru, lstm, got 'rnn' (--cell)"),
+    (["--sharpen-lr", "0"], "sharpen_lr must be above 0, got 0.0 (--sharpen-lr)"),
+])
+def test_every_stage_setting_is_checked_before_any_training(tmp_path, clip, capsys, args, message):
+    """A setting of a later stage (RNN, upsampler, sharpening) is refused at once, in one line
+    naming its flag, not after the VAE has trained."""
+    from lavalamp.daemon.cli import main
+
+    run = tmp_path / "run"
+    code = main(["train", str(clip), "--run-dir", str(run), *TINY, *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not run.exists()
+
+
+def test_train_help_shows_what_each_setting_does(capsys):
+    from lavalamp.daemon.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--mixtures MIXTURES Gaussians of the mixture-density head. (default 5)" in text
+    assert "Units of the RNN core" in text and "(default 128)" in text
+
+
+@pytest.mark.slow
 def test_an_existing_run_needs_resume(tmp_path, clip):
     run = tmp_path / "run"
     train(str(clip), "--run-dir", str(run), *TINY)
@@ -202,6 +238,7 @@ def test_torchrun_trains_on_two_cpu_processes(tmp_path, clip):
     assert lamp.training["processes"] == 2
 
 
+@pytest.mark.slow
 def test_calibration_takes_the_hottest_temperature_that_moves_like_the_footage():
     import math
 

@@ -66,6 +66,7 @@ def test_a_failed_write_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".npz", ".png", ".gif", ".mp4"])
 def test_simulate_command_writes_each_format(tmp_path, suffix):
     out = tmp_path / f"lamp{suffix}"
@@ -90,6 +91,7 @@ def test_simulate_command_writes_each_format(tmp_path, suffix):
     (["--frames", "5", "--out", "{d}/a.avi"], "'.avi'"),
     (["--frames", "5", "--out", "{d}/missing/a.npz"], "does not exist"),
 ])
+@pytest.mark.slow
 def test_simulate_refuses_bad_input_with_one_line_and_exit_2(tmp_path, args, message):
     result = lavalamp("simulate", *[a.format(d=tmp_path) for a in args])
     assert result.returncode == 2

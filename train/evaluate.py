@@ -33,31 +33,15 @@ Report (report.json); distances and differences are on the 0..255 pixel scale:
 - `colour`: mean RGB of each side and their distance; total-variation distance (0..1) between joint
   RGB histograms (HISTOGRAM_BINS per channel); the same histogram distance between alternating
   time blocks of the reference as a baseline.
-- `critic`: a classifier two-sample test. A small CNN learns to tell reference from generated
-  (single frames at CRITIC_SIZE px, single frames at SHARP_CRITIC_SIZE px when the lamp is that
-large, where blur shows, then CLIP_FRAMES consecutive lamp-rate frames stacked on channels at
-CRITIC_SIZE px); its balanced
-  accuracy on held-out time blocks is reported (0.5 = indistinguishable, 1 = always told apart).
-  Baselines run the same test between alternating time blocks of the reference (A vs B), giving
-  the accuracy a perfect lamp would get on this reference. Held-out examples are whole time blocks
-  (HELD_OUT_BLOCKS of CRITIC_BLOCKS per side), and training examples within half a block of a
-  held-out one are dropped (across sides too when both come from the reference), because
-  neighbouring frames are near-identical. `chance_standard_error` is the spread of the accuracy of a
-  coin-flipping critic on that many held-out examples; neighbouring examples are correlated, so the
-  real spread is larger. A short reference (a few hundred frames) gives few held-out examples and a
-  non-stationary lamp: read the generated accuracy against the baseline, not against 0.5 alone
-  (on the 64 px development clips, 300-step baselines ranged 0.25..0.57).
+- `critic`: classifier two-sample tests, generated vs reference and reference A vs B (balanced
+  accuracy on held-out time blocks, 0.5 = indistinguishable); see critic.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
 import io
 import json
-import logging
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,20 +49,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageDraw
-from torch import nn
+from PIL import Image
 
-from lavalamp.models import EXIT_USAGE
-from lavalamp.models.atomic import atomic_write_bytes, check_output_folder
-from lavalamp.models.checkpoint import Lamp, LampLoadError, load_lamp
+from lavalamp.models.atomic import atomic_write_bytes
+from lavalamp.models.checkpoint import Lamp, load_lamp
 from lavalamp.models.dream import Dream
 from lavalamp.models.latent import LatentStats, latent_stats
+from lavalamp.models.limits import check_temperature
+from lavalamp.models.motion import step_motion
 
+from .critic import (BASELINE_BLOCKS, CLIP_FRAMES, MAX_CRITIC_SEEDS, alternating_blocks, critics,
+                     minimum_lengths, shrink_frames)
 from .footage import FootageError, open_source, resize_frame
 from .losses import edge_energy
-
-log = logging.getLogger(__name__)
+from .runlog import contact_sheet
 
 DRIFT_WINDOWS = 10
 """Latent statistics are taken in this many equal windows across the run."""
@@ -93,22 +77,8 @@ REPETITION_SIZE = 32
 """Frames are area-shrunk to this side before nearest-neighbour search (speed; same for both sides)."""
 HISTOGRAM_BINS = 8
 """Bins per channel of the joint RGB colour histogram."""
-CLIP_FRAMES = 4
-"""Consecutive lamp-rate frames stacked on channels for the clip critic."""
-CRITIC_SIZE = 64
-"""Critic inputs larger than this are area-shrunk to it."""
-SHARP_CRITIC_SIZE = 128
-"""Side of the second frame critic (for lamps of at least this size): at 64 px blur is half hidden."""
-CRITIC_BLOCKS = 10
-"""Each side is cut into this many time blocks; blocks HELD_OUT_BLOCKS are the critic's test set."""
-HELD_OUT_BLOCKS = (4, 9)
-BASELINE_BLOCKS = 8
-"""The reference baseline splits the reference into this many alternating blocks (A, B, A, ...)."""
 CONTACT_COLUMNS = 8
 """Frames per row of the contact sheet."""
-MAX_CRITIC_SEEDS = 20
-CRITIC_SEED_STRIDE = 1000
-"""Critic k of a test is seeded with the test's seed + k * CRITIC_SEED_STRIDE (k = 0 is the old one)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,8 +114,7 @@ class EvalConfig:
         if not 1 <= self.critic_seeds <= MAX_CRITIC_SEEDS:
             raise ValueError(f"critic seeds (--critic-seeds) must be in 1..{MAX_CRITIC_SEEDS}, "
                              f"got {self.critic_seeds}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        check_temperature(self.temperature, "temperature (--temperature)")
 
 
 # ---------------------------------------------------------------- inputs
@@ -218,14 +187,6 @@ def latent_drift(latents: torch.Tensor, reference: LatentStats) -> dict[str, Any
             "last_distance_from_reference": _finite(distances[-1])}
 
 
-def step_motion(frames: np.ndarray) -> np.ndarray:
-    """Mean absolute difference (0..255) between each pair of consecutive frames (T-1,)."""
-    out = np.empty(len(frames) - 1)
-    for i in range(len(frames) - 1):
-        out[i] = np.abs(frames[i + 1].astype(np.int16) - frames[i].astype(np.int16)).mean()
-    return out
-
-
 def clips_motion(clips: np.ndarray | list[np.ndarray]) -> np.ndarray:
     """step_motion of every clip, end to end (no step spans two clips)."""
     return np.concatenate([step_motion(clip) for clip in as_clips(clips)])
@@ -260,18 +221,11 @@ def frozen(generated: np.ndarray, reference: np.ndarray | list[np.ndarray],
             "generated_share": frozen_share(generated, window, threshold),
             "reference_share": frozen_share(reference, window, threshold)}
 
-
-def _shrink(frames: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 frames (T,S,S,3) -> float (T,3,s,s) area-shrunk to at most `size`."""
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    return F.adaptive_avg_pool2d(x, size) if x.shape[-1] > size else x
-
-
 def nearest_far_rms(frames: np.ndarray, min_gap: int) -> np.ndarray | None:
     """Per frame, the RMS distance to its nearest frame at least `min_gap` steps away (None if none)."""
     if len(frames) <= min_gap:
         return None
-    x = _shrink(frames, REPETITION_SIZE).flatten(1).double()
+    x = shrink_frames(frames, REPETITION_SIZE).flatten(1).double()
     squares = (x * x).sum(1)
     index = torch.arange(len(x))
     best = torch.full((len(x),), math.inf, dtype=torch.float64)
@@ -288,7 +242,7 @@ def repetition(generated: np.ndarray, reference: np.ndarray | list[np.ndarray],
     """Nearest far neighbours of both, and the share of near-duplicates (see module docstring)."""
     steps = []
     for clip in as_clips(reference):
-        ref = _shrink(clip, REPETITION_SIZE)
+        ref = shrink_frames(clip, REPETITION_SIZE)
         steps.append(((ref[1:] - ref[:-1]) ** 2).flatten(1).mean(1).sqrt())
     threshold = float(torch.cat(steps).median())
     reference = np.concatenate(as_clips(reference))
@@ -345,197 +299,6 @@ def sharpness(generated: np.ndarray, reference: np.ndarray) -> dict[str, float |
             "ratio": gen / ref if ref > 0 else None,
             "reference_baseline_ratio": frame_edge_energy(reference[a]) / max(
                 frame_edge_energy(reference[b]), 1e-9)}
-
-
-def alternating_blocks(length: int, blocks: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of even and odd time blocks when 0..length-1 is cut into `blocks` equal blocks."""
-    block = np.arange(length) * blocks // length
-    return np.nonzero(block % 2 == 0)[0], np.nonzero(block % 2 == 1)[0]
-
-
-# ---------------------------------------------------------------- critics
-
-
-class Examples:
-    """Critic examples from one frame set: example j stacks frames[starts[j] + offsets] on channels."""
-
-    def __init__(self, frames: torch.Tensor, starts: np.ndarray, offsets: np.ndarray) -> None:
-        self.frames = frames  # (T,3,s,s) uint8
-        self.starts = np.asarray(starts)
-        self.offsets = np.asarray(offsets)
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    @property
-    def channels(self) -> int:
-        return 3 * len(self.offsets)
-
-    def batch(self, picks: np.ndarray) -> torch.Tensor:
-        """Examples `picks` as floats (B, 3*L, s, s) in -1..1."""
-        index = torch.from_numpy(self.starts[picks][:, None] + self.offsets[None, :])
-        return self.frames[index].flatten(1, 2).float() / 127.5 - 1.0
-
-    def subset(self, keep: np.ndarray) -> "Examples":
-        return Examples(self.frames, self.starts[keep], self.offsets)
-
-    def held_out(self) -> np.ndarray:
-        """Mask of the held-out examples: time blocks HELD_OUT_BLOCKS of CRITIC_BLOCKS equal blocks."""
-        block = np.arange(len(self)) * CRITIC_BLOCKS // len(self)
-        return np.isin(block, HELD_OUT_BLOCKS)
-
-    def near(self, times: np.ndarray) -> np.ndarray:
-        """Mask of examples starting within a guard (half a critic block plus the clip span) of `times`."""
-        guard = len(self.frames) // (2 * CRITIC_BLOCKS) + int(self.offsets[-1]) + 1
-        if len(times) == 0:
-            return np.zeros(len(self), bool)
-        times = np.sort(times)
-        right = np.clip(np.searchsorted(times, self.starts), 0, len(times) - 1)
-        left = np.clip(right - 1, 0, len(times) - 1)
-        distance = np.minimum(np.abs(self.starts - times[left]), np.abs(self.starts - times[right]))
-        return distance <= guard
-
-
-def held_out_split(real: Examples, fake: Examples) -> tuple[Examples, Examples, Examples, Examples]:
-    """(real train, real test, fake train, fake test), split by time blocks, not random examples.
-
-    Neighbouring frames are near-identical, so training examples near a held-out one are dropped;
-    when both sides come from one clip, that holds across sides too.
-    """
-    real_test, fake_test = real.held_out(), fake.held_out()
-    real_train = ~real.near(real.starts[real_test])
-    fake_train = ~fake.near(fake.starts[fake_test])
-    if real.frames is fake.frames:
-        real_train &= ~real.near(fake.starts[fake_test])
-        fake_train &= ~fake.near(real.starts[real_test])
-    return (real.subset(real_train), real.subset(real_test),
-            fake.subset(fake_train), fake.subset(fake_test))
-
-
-def critic_frames(frames: np.ndarray, size: int = CRITIC_SIZE) -> torch.Tensor:
-    """uint8 frames (T,S,S,3) -> uint8 tensor (T,3,s,s), area-shrunk to at most `size`."""
-    return _shrink(frames, size).round().to(torch.uint8)
-
-
-class Critic(nn.Module):
-    """A small strided CNN scoring an example: > 0 reference, < 0 generated."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        for width in (16, 32, 64, 64):
-            layers += [nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
-            channels = width
-        self.features = nn.Sequential(*layers)
-        self.out = nn.Linear(channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,C,s,s) -> logits (B,)."""
-        return self.out(self.features(x).mean(dim=(2, 3))).squeeze(1)
-
-
-def critic_test(real: Examples, fake: Examples, *, steps: int, batch: int, seed: int) -> dict[str, Any]:
-    """Train a critic on the training blocks of both sides; balanced accuracy on the held-out blocks."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    real_train, real_test, fake_train, fake_test = held_out_split(real, fake)
-    critic = Critic(real.channels)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
-    half = max(1, batch // 2)
-    target = torch.cat([torch.ones(half), torch.zeros(half)])
-    for _ in range(steps):
-        x = torch.cat([real_train.batch(rng.integers(len(real_train), size=half)),
-                       fake_train.batch(rng.integers(len(fake_train), size=half))])
-        loss = F.binary_cross_entropy_with_logits(critic(x), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    real_hits = float((_scores(critic, real_test) > 0).float().mean())
-    fake_hits = float((_scores(critic, fake_test) < 0).float().mean())
-    n_real, n_fake = len(real_test), len(fake_test)
-    return {"accuracy": (real_hits + fake_hits) / 2,
-            "chance_standard_error": 0.25 * math.sqrt(1 / n_real + 1 / n_fake),
-            "reference_accuracy": real_hits,
-            "generated_accuracy": fake_hits, "train_examples": [len(real_train), len(fake_train)],
-            "test_examples": [len(real_test), len(fake_test)], "steps": steps}
-
-
-@torch.inference_mode()
-def _scores(critic: Critic, examples: Examples) -> torch.Tensor:
-    picks = np.arange(len(examples))
-    return torch.cat([critic(examples.batch(p)) for p in np.array_split(picks, max(1, len(picks) // 256))])
-
-
-def clip_starts(lengths: list[int], span: int) -> np.ndarray:
-    """Indices into clips of `lengths` frames end to end where `span` frames lie within one clip."""
-    ends = np.cumsum(lengths)
-    return np.concatenate([np.arange(end - n, max(end - n, end - span + 1))
-                           for n, end in zip(lengths, ends)]).astype(int)
-
-
-def critics(generated: np.ndarray, reference: np.ndarray | list[np.ndarray], step: int,
-            config: EvalConfig) -> dict[str, Any]:
-    """Frame and clip critics, generated vs reference and reference A vs B (see module docstring)."""
-    clips = as_clips(reference)
-    reference = np.concatenate(clips)
-    lengths = [len(c) for c in clips]
-    pairs = critic_pairs(critic_frames(generated), critic_frames(reference), step, lengths)
-    if generated.shape[1] >= SHARP_CRITIC_SIZE:
-        sharp = critic_pairs(critic_frames(generated, SHARP_CRITIC_SIZE),
-                             critic_frames(reference, SHARP_CRITIC_SIZE), step, lengths)
-        pairs[f"frames_{SHARP_CRITIC_SIZE}"] = sharp["frames"]
-        pairs[f"reference_baseline_frames_{SHARP_CRITIC_SIZE}"] = sharp["reference_baseline_frames"]
-    return {name: repeated_critic_test(real, fake, config, seed=config.seed + i)
-            for i, (name, (real, fake)) in enumerate(pairs.items())}
-
-
-def critic_pairs(gen: torch.Tensor, ref: torch.Tensor, step: int,
-                 lengths: list[int] | None = None) -> dict[str, tuple[Examples, Examples]]:
-    """The (real, fake) example sets of each critic test, from frames (T,...) of each side; the
-    reference is clips of `lengths` frames end to end (one clip when None)."""
-    one, clip = np.zeros(1, int), np.arange(CLIP_FRAMES)
-    ref_clip_starts = clip_starts(lengths or [len(ref)], step * (CLIP_FRAMES - 1) + 1)
-    a, b = alternating_blocks(len(ref_clip_starts), BASELINE_BLOCKS)
-    fa, fb = alternating_blocks(len(ref), BASELINE_BLOCKS)
-    return {
-        "frames": (Examples(ref, np.arange(len(ref)), one), Examples(gen, np.arange(len(gen)), one)),
-        "clips": (Examples(ref, ref_clip_starts, clip * step),
-                  Examples(gen, np.arange(max(0, len(gen) - CLIP_FRAMES + 1)), clip)),
-        "reference_baseline_frames": (Examples(ref, fa, one), Examples(ref, fb, one)),
-        "reference_baseline_clips": (Examples(ref, ref_clip_starts[a], clip * step),
-                                     Examples(ref, ref_clip_starts[b], clip * step)),
-    }
-
-
-@functools.lru_cache(maxsize=64)
-def minimum_lengths(step: int) -> tuple[int, int]:
-    """(generated frames, reference frames) every critic test needs at least, at this lamp-rate
-    step: the shortest lengths for which every test keeps training and held-out examples on both
-    sides after the time-block split (found by trying, so the documented minimum is the real one)."""
-    def usable(gen: int, ref: int) -> bool:
-        placeholder = lambda n: torch.empty((n, 0))  # noqa: E731 - only lengths matter here
-        for real, fake in critic_pairs(placeholder(gen), placeholder(ref), step).values():
-            if not (len(real) and len(fake)) or not all(map(len, held_out_split(real, fake))):
-                return False
-        return True
-
-    plenty = 4 * CRITIC_BLOCKS * (step * CLIP_FRAMES + BASELINE_BLOCKS)
-    gen = next(n for n in range(2 * CLIP_FRAMES, plenty) if usable(n, plenty))
-    ref = next(n for n in range(step * (CLIP_FRAMES - 1) + 2 * BASELINE_BLOCKS, plenty)
-               if usable(plenty, n))
-    return gen, ref
-
-
-def repeated_critic_test(real: Examples, fake: Examples, config: EvalConfig, *, seed: int) -> dict[str, Any]:
-    """`config.critic_seeds` critic tests from different seeds: mean accuracies, each run's, the spread."""
-    runs = [critic_test(real, fake, steps=config.critic_steps, batch=config.critic_batch,
-                        seed=seed + k * CRITIC_SEED_STRIDE) for k in range(config.critic_seeds)]
-    result = dict(runs[0])
-    for key in ("accuracy", "reference_accuracy", "generated_accuracy"):
-        result[key] = float(np.mean([r[key] for r in runs]))
-    result["accuracy_runs"] = [r["accuracy"] for r in runs]
-    result["accuracy_spread"] = float(np.std(result["accuracy_runs"]))
-    return result
 
 
 # ---------------------------------------------------------------- report
@@ -595,24 +358,15 @@ def evaluate(model: str | Path, reference: str | Path | list[str | Path], config
     report["reference"]["path"] = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
     report["seconds"] = time.monotonic() - started
     step = report["reference"]["lamp_rate_step"]
-    return report, contact_sheet(frames, np.concatenate([clip[::step] for clip in clips]))
+    return report, comparison_sheet(frames, np.concatenate([clip[::step] for clip in clips]))
 
 
-def contact_sheet(generated: np.ndarray, reference: np.ndarray) -> Image.Image:
+def comparison_sheet(generated: np.ndarray, reference: np.ndarray) -> Image.Image:
     """Rows: reference and generated frames spread over each clip, then consecutive ones of each."""
-    rows = [("reference, spread", _spread(reference)), ("generated, spread", _spread(generated)),
-            ("reference, consecutive", reference[:CONTACT_COLUMNS]),
-            ("generated, consecutive", generated[-CONTACT_COLUMNS:])]
-    size, gap, label_w = generated.shape[1], 2, 150
-    sheet = Image.new("RGB", (label_w + CONTACT_COLUMNS * (size + gap), len(rows) * (size + gap)),
-                      (24, 24, 24))
-    draw = ImageDraw.Draw(sheet)
-    for r, (label, frames) in enumerate(rows):
-        top = r * (size + gap)
-        draw.text((6, top + size // 2 - 6), label, fill=(230, 230, 230))
-        for c, frame in enumerate(frames):
-            sheet.paste(Image.fromarray(frame), (label_w + c * (size + gap), top))
-    return sheet
+    rows = {"reference, spread": _spread(reference), "generated, spread": _spread(generated),
+            "reference, consecutive": reference[:CONTACT_COLUMNS],
+            "generated, consecutive": generated[-CONTACT_COLUMNS:]}
+    return contact_sheet(list(rows.values()), labels=list(rows))
 
 
 def _spread(frames: np.ndarray) -> np.ndarray:
@@ -626,98 +380,3 @@ def write_outputs(out: Path, report: dict[str, Any], sheet: Image.Image) -> None
     png = io.BytesIO()
     sheet.save(png, format="PNG")
     atomic_write_bytes(out / "contact_sheet.png", png.getvalue())
-
-
-def summary(report: dict[str, Any]) -> str:
-    """A few readable lines of the report."""
-    m, fz, rep, col, cr, sh = (report[k] for k in ("motion", "frozen", "repetition", "colour",
-                                                   "critic", "sharpness"))
-    sharp = f"frames_{SHARP_CRITIC_SIZE}"
-    sharp_line = (f", frames at {SHARP_CRITIC_SIZE} px {_acc(cr[sharp])} (reference A/B "
-                  f"{_acc(cr['reference_baseline_' + sharp])})") if sharp in cr else ""
-    gen_rep, ref_rep = rep["generated"], rep["reference"]
-    return "\n".join([
-        f"lamp {report['model']['name']}: {report['generation']['frames']} frames "
-        f"({report['generation']['lamp_seconds']:.0f} lamp-seconds at {report['model']['lamp_fps']:.3g} fps) "
-        f"vs {report['reference']['lamp_rate_frames']} lamp-rate reference frames",
-        f"motion per step: generated {m['generated_mean_abs_diff']:.2f}, reference "
-        f"{m['reference_mean_abs_diff']:.2f}, ratio {_fmt(m['ratio'])}",
-        f"frozen {fz['window_seconds']:g} s windows: generated {_pct(fz['generated_share'])}, "
-        f"reference {_pct(fz['reference_share'])}",
-        f"near-duplicates >= {rep['min_gap_steps']} steps apart: generated "
-        f"{_pct(gen_rep and gen_rep['near_duplicate_share'])}, reference "
-        f"{_pct(ref_rep and ref_rep['near_duplicate_share'])}",
-        f"colour: mean RGB distance {col['mean_rgb_distance']:.1f}, histogram distance "
-        f"{col['histogram_distance']:.2f} (reference A/B {col['reference_baseline_histogram_distance']:.2f})",
-        f"sharpness (edge energy, generated / reference): {_fmt(sh['ratio'])} (reference A/B "
-        f"{_fmt(sh['reference_baseline_ratio'])})",
-        f"critic accuracy (0.5 = indistinguishable): frames {_acc(cr['frames'])} (reference A/B "
-        f"{_acc(cr['reference_baseline_frames'])}){sharp_line}, clips {_acc(cr['clips'])} "
-        f"(reference A/B {_acc(cr['reference_baseline_clips'])})",
-        f"latent drift: max distance from reference {_fmt(report['latent_drift']['max_distance_from_reference'])}, "
-        f"last window {_fmt(report['latent_drift']['last_distance_from_reference'])}",
-    ])
-
-
-def _acc(test: dict[str, Any]) -> str:
-    """A critic's accuracy, with the spread across seeds when there were several."""
-    spread = f" +- {test['accuracy_spread']:.2f}" if len(test["accuracy_runs"]) > 1 else ""
-    return f"{test['accuracy']:.2f}{spread}"
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-# ---------------------------------------------------------------- command
-
-
-def add_eval(subparsers: argparse._SubParsersAction) -> None:
-    """Register `lavalamp eval`."""
-    p = subparsers.add_parser("eval", help="compare a lamp's dream with reference footage",
-                              description="Dream frames with a lamp and compare them with reference "
-                                          "clips; writes DIR/report.json and DIR/contact_sheet.png.")
-    defaults = EvalConfig()
-    p.add_argument("--model", required=True, metavar="PATH", help="lamp checkpoint (.safetensors)")
-    p.add_argument("--reference", required=True, nargs="+", metavar="CLIP",
-                   help="reference footage: .npz with frames and fps (or a video / image folder); "
-                        "several clips of one frame rate are one reference of many lamp states")
-    p.add_argument("--frames", type=int, default=defaults.frames, metavar="N", help="frames to generate")
-    p.add_argument("--skip", type=int, default=defaults.skip, metavar="S",
-                   help="dream steps skipped (not decoded) before the compared frames")
-    p.add_argument("--seed", type=int, default=defaults.seed, metavar="K", help="dream and critic seed")
-    p.add_argument("--temperature", type=float, default=defaults.temperature, metavar="T",
-                   help="sampling temperature relative to the lamp's calibrated one (default 1)")
-    p.add_argument("--critic-steps", type=int, default=defaults.critic_steps, metavar="N",
-                   help="training steps of each critic")
-    p.add_argument("--critic-seeds", type=int, default=defaults.critic_seeds, metavar="N",
-                   help="critics per test, each from its own seed: mean accuracy and spread "
-                        f"(1..{MAX_CRITIC_SEEDS}; the critics take N times as long)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for report.json and contact_sheet.png")
-    p.set_defaults(func=run_eval)
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    """The `lavalamp eval` command: exit 0, or 2 with one line on stderr for bad input."""
-    out = Path(args.out)
-    try:
-        config = EvalConfig(frames=args.frames, skip=args.skip, seed=args.seed,
-                            temperature=args.temperature, critic_steps=args.critic_steps,
-                            critic_seeds=args.critic_seeds)
-        check_output_folder(out, "--out")
-    except ValueError as exc:
-        print(f"lavalamp eval: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        report, sheet = evaluate(args.model, args.reference, config)
-    except (LampLoadError, FootageError) as exc:
-        print(f"lavalamp eval: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    write_outputs(out, report, sheet)
-    print(summary(report))
-    print(f"wrote {out / 'report.json'} and {out / 'contact_sheet.png'} in {report['seconds']:.0f} s")
-    return 0

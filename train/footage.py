@@ -6,15 +6,14 @@ A source is a video file (mp4, mov, webm, mkv, gif; decoded with PyAV), a folder
 spans two sources.
 
 Each source is streamed frame by frame: cropped (a fixed box, or a box found automatically, see
-`auto_crop_box`), area-resized to `frame_size` (Pillow `Image.BOX`), optionally de-duplicated,
-then every `frame_step`-th frame is kept. Full-resolution frames are never held together.
+`auto_crop_box`), area-resized to `frame_size` (Pillow `Image.BOX`) and optionally de-duplicated.
+Full-resolution frames are never held together. Every distinct frame is kept: the trainer steps
+the footage itself (TrainConfig.frame_step), from every phase.
 
-Frame rates. `Footage.source_fps[i]` is the rate of the distinct frames of source i *before* the
-frame step: the container's rate, or, with de-duplication, that rate times the share of frames
-kept (a 60 fps stream carrying 25 fps content reports about 25). `Footage.frame_step` is kept
-apart, as the checkpoint stores `DataInfo(fps=source fps, frame_step=step)`; the stored frames
-are `lamp_fps = fps / frame_step` frames per second of real lamp time. A folder of images has no
-rate: it gets `FootageConfig.default_fps` (30 unless set), and the description says so.
+Frame rates. `Footage.source_fps[i]` is the rate of the distinct frames of source i: the
+container's rate, or, with de-duplication, that rate times the share of frames kept (a 60 fps
+stream carrying 25 fps content reports about 25). A folder of images has no rate: it gets
+`FootageConfig.default_fps` (30 unless set), and the description says so.
 """
 
 from __future__ import annotations
@@ -30,7 +29,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from lavalamp.models.checkpoint import DataInfo
+from lavalamp.models.limits import check_frame_size
+from lavalamp.models.motion import mean_abs_diff
 
 if TYPE_CHECKING:  # PyAV is imported when a video is opened: `lavalamp run` never pays for it
     import av
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-FRAME_SIZES = (64, 128, 256)
 ANALYSIS_SIDE = 160
 MIN_SOURCE_SIDE = 16  # pixels each way of the picture (after cropping) a lamp can learn from
 """Auto-crop analyses frames shrunk (area filter) so that their longer side is at most this."""
@@ -67,8 +66,6 @@ class FootageConfig:
     """Crop box (x0, y0, x1, y1) in source pixels, applied to every source; None = no fixed box."""
     auto_crop: bool = False
     """Find the lamp in each source and crop a square around it (ignored when `crop` is set)."""
-    frame_step: int = 1
-    """Keep every frame_step-th (distinct) frame; duralava trains on every 6th frame of 30 fps."""
     dedupe_threshold: float = 0.0
     """Drop a frame whose mean absolute difference (0..255, at frame_size) to the previous kept
     frame is below this; 0 = off. Set it above the codec noise between repeated frames and below
@@ -84,10 +81,7 @@ class FootageConfig:
     look right mirrored."""
 
     def __post_init__(self) -> None:
-        if self.frame_size not in FRAME_SIZES:
-            raise ValueError(f"frame_size must be one of {FRAME_SIZES}, got {self.frame_size}")
-        if self.frame_step < 1:
-            raise ValueError(f"frame_step must be at least 1, got {self.frame_step}")
+        check_frame_size(self.frame_size)
         if not 0.0 <= self.dedupe_threshold <= 255.0:
             raise ValueError(f"dedupe_threshold must be in 0..255, got {self.dedupe_threshold}")
         if not 0.0 < self.default_fps <= 1000.0:
@@ -107,7 +101,6 @@ class Footage:
     sequences: list[np.ndarray]
     names: list[str]
     source_fps: list[float]
-    frame_step: int
     val_fraction: float
     description: str
 
@@ -116,11 +109,6 @@ class Footage:
         """Source frame rate for the checkpoint: the frame-weighted mean over sequences."""
         counts = np.array([len(s) for s in self.sequences], dtype=float)
         return float(np.average(self.source_fps, weights=counts))
-
-    @property
-    def lamp_fps(self) -> float:
-        """Stored frames per second of real lamp time."""
-        return self.fps / self.frame_step
 
     @property
     def frame_size(self) -> int:
@@ -151,10 +139,6 @@ class Footage:
             return self
         return dataclasses.replace(self, sequences=[area_resize(s, size) for s in self.sequences])
 
-    def data_info(self) -> DataInfo:
-        """What the checkpoint records about this footage."""
-        return DataInfo(fps=self.fps, frame_step=self.frame_step, description=self.description)
-
 
 def _val_length(length: int, fraction: float) -> int:
     return int(round(length * fraction))
@@ -177,7 +161,7 @@ def load_footage(sources: Sequence[str | Path], config: FootageConfig | None = N
         lines.append(f"note: sources differ in frame rate ({', '.join(f'{f:.3g}' for f in fps)} fps); "
                      f"the lamp records their frame-weighted mean")
     footage = Footage(sequences=sequences, names=[r.path.name for r in readers], source_fps=fps,
-                      frame_step=config.frame_step, val_fraction=config.val_fraction,
+                      val_fraction=config.val_fraction,
                       description="; ".join(lines))
     if config.mirror:
         footage = footage.mirrored()
@@ -341,28 +325,26 @@ class _NpzClip:
 
 
 def _ingest(reader: _Reader, config: FootageConfig, min_frames: int) -> tuple[np.ndarray, float, str]:
-    """Stream one source through crop, resize, de-duplication and frame step."""
+    """Stream one source through crop, resize and de-duplication."""
     _check_box(reader, (0, 0, *reader.size))
     box, how = _crop_box(reader, config)
     _check_box(reader, box)
-    kept, distinct, decoded, last, extrema = [], 0, 0, None, None
+    kept, decoded, extrema = [], 0, None
     for image in reader.images():
         decoded += 1
         extrema = _extrema(image, extrema)
         frame = resize_frame(image, box, config.frame_size)
-        if last is not None and config.dedupe_threshold > 0 and \
-                mean_abs_diff(frame, last) < config.dedupe_threshold:
+        if kept and config.dedupe_threshold > 0 and \
+                mean_abs_diff(frame, kept[-1]) < config.dedupe_threshold:
             continue
-        if distinct % config.frame_step == 0:
-            kept.append(frame)
-        distinct, last = distinct + 1, frame
+        kept.append(frame)
     if decoded == 0:
         raise FootageError(f"{reader.path}: contains no frames")
     frames = np.stack(kept)
     _check_length(reader, config, len(frames), min_frames)
     _check_not_flat(reader, extrema)
-    fps = reader.fps * distinct / decoded
-    return frames, fps, _describe(reader, config, box, how, decoded, distinct, fps, len(frames))
+    fps = reader.fps * len(frames) / decoded
+    return frames, fps, _describe(reader, config, box, how, decoded, fps, len(frames))
 
 
 def _check_box(reader: _Reader, box: tuple[int, int, int, int]) -> None:
@@ -393,20 +375,17 @@ def _check_not_flat(reader: _Reader, extrema: tuple[tuple[int, int], ...] | None
 def _check_length(reader: _Reader, config: FootageConfig, length: int, min_frames: int) -> None:
     train = length - _val_length(length, config.val_fraction)
     if train < min_frames:
-        raise FootageError(f"{reader.path}: too short: {length} frames after frame step "
-                           f"{config.frame_step} leave {train} for training, fewer than one training "
-                           f"window of {min_frames}")
+        raise FootageError(f"{reader.path}: too short: {length} frames leave {train} for "
+                           f"training, fewer than one training window of {min_frames} frames")
 
 
 def _describe(reader: _Reader, config: FootageConfig, box: tuple[int, int, int, int], how: str,
-              decoded: int, distinct: int, fps: float, stored: int) -> str:
+              decoded: int, fps: float, stored: int) -> str:
     rate = f"{reader.fps:.4g} fps" + (" (assumed: default_fps)" if reader.fps_assumed else "")
-    dedupe = (f", dedupe kept {distinct}/{decoded} -> {fps:.4g} fps"
+    dedupe = (f", dedupe kept {stored}/{decoded} -> {fps:.4g} fps"
               if config.dedupe_threshold > 0 else "")
-    step = (f", every {config.frame_step}th -> {fps / config.frame_step:.4g} lamp fps"
-            if config.frame_step > 1 else "")
     return (f"{reader.path.name}: {decoded} frames {reader.size[0]}x{reader.size[1]} at {rate}, "
-            f"crop {box} ({how}){dedupe} -> {stored} frames {config.frame_size}px{step}")
+            f"crop {box} ({how}){dedupe} -> {stored} frames {config.frame_size}px")
 
 
 def resize_frame(image: Image.Image, box: tuple[int, int, int, int], size: int) -> np.ndarray:
@@ -425,11 +404,6 @@ def area_resize(frames: np.ndarray, size: int) -> np.ndarray:
         block = frames[i:i + 256].reshape(-1, size, k, size, k, 3).mean(axis=(2, 4), dtype=np.float32)
         out[i:i + 256] = np.rint(block)
     return out
-
-
-def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute difference of two uint8 frames, 0..255."""
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 def _crop_box(reader: _Reader, config: FootageConfig) -> tuple[tuple[int, int, int, int], str]:

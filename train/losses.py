@@ -60,7 +60,7 @@ class RNNLoss(nn.Module):
             loss = loss + self.rollout_weight * free
             parts["rollout"] = free.detach()
         if self.rnn.config.head == "deterministic" and self.normality_weight > 0:
-            pen = normality_penalty(self.rnn.advance(noisy[:, :-1], out.mu[..., 0, :]))
+            pen = normality_penalty(self.rnn.next_latent(noisy[:, :-1], out.mu[..., 0, :]))
             loss = loss + self.normality_weight * pen
             parts["normality"] = pen.detach()
         parts["loss"] = loss.detach()
@@ -89,7 +89,7 @@ class RNNLoss(nn.Module):
             target = truth - z if self.rnn.config.residual else truth
             losses.append(self._score(out, target))
             with torch.no_grad():
-                z = self.rnn.advance(z, self.rnn.sample(out, self.temperature))
+                z = self.rnn.next_latent(z, self.rnn.sample(out, self.temperature))
         return torch.stack(losses).mean()
 
 

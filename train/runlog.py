@@ -15,6 +15,8 @@ from PIL import Image, ImageDraw
 PLOT_SIZE = (720, 360)
 PLOT_MARGIN = 48
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
+SHEET_BACKGROUND, SHEET_TEXT = (24, 24, 24), (230, 230, 230)
+SHEET_LABEL_WIDTH = 150  # pixels left of a contact sheet's frames for the row labels
 
 
 def format_seconds(seconds: float) -> str:
@@ -105,13 +107,21 @@ def plot_curves(rows: Sequence[dict[str, float]], keys: Sequence[str], path: Pat
     img.save(path)
 
 
-def contact_sheet(rows: Sequence[np.ndarray], path: Path, *, scale: int = 2, gap: int = 2) -> None:
-    """Rows of uint8 frames (N,S,S,3) as one PNG grid."""
-    s = rows[0].shape[1] * scale
+def contact_sheet(rows: Sequence[np.ndarray], *, labels: Sequence[str] = (), scale: int = 1,
+                  gap: int = 2) -> Image.Image:
+    """Rows of uint8 frames (N,S,S,3) as one grid image, each frame enlarged `scale` times (nearest
+    neighbour); with `labels`, each row after its label."""
+    side = rows[0].shape[1] * scale
+    left = SHEET_LABEL_WIDTH if labels else 0
     cols = max(len(r) for r in rows)
-    img = Image.new("RGB", (cols * (s + gap) + gap, len(rows) * (s + gap) + gap), (40, 40, 40))
-    for y, row in enumerate(rows):
-        for x, frame in enumerate(row):
-            tile = Image.fromarray(frame).resize((s, s), Image.NEAREST)
-            img.paste(tile, (gap + x * (s + gap), gap + y * (s + gap)))
-    img.save(path)
+    sheet = Image.new("RGB", (left + cols * (side + gap), len(rows) * (side + gap)), SHEET_BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for r, frames in enumerate(rows):
+        top = r * (side + gap)
+        if labels:
+            draw.text((6, top + side // 2 - 6), labels[r], fill=SHEET_TEXT)
+        for c, frame in enumerate(frames):
+            tile = Image.fromarray(frame)
+            sheet.paste(tile if scale == 1 else tile.resize((side, side), Image.NEAREST),
+                        (left + c * (side + gap), top))
+    return sheet

@@ -7,9 +7,10 @@ import logging
 import sys
 
 from lavalamp.models import EXIT_USAGE
+from lavalamp.models.limits import FRAME_SIZES, check_frame_size
 from lavalamp.models.video import SUPPORTED_SUFFIXES, check_output_path, write_video
 
-from .simulator import FRAME_SIZES, PALETTES, LavaLampSimulator, SimulatorConfig
+from .simulator import PALETTES, LavaLampSimulator, SimulatorConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ def _config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     """The simulator config, after checking everything that could fail before any work is done."""
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
-    if args.size not in FRAME_SIZES:
-        raise ValueError(f"--size must be one of {', '.join(map(str, FRAME_SIZES))}, got {args.size}")
+    check_frame_size(args.size, "--size")
     check_output_path(args.out)
     return SimulatorConfig(frame_size=args.size, fps=args.fps, palette=args.palette)

@@ -7,7 +7,8 @@ from typing import Iterator
 
 import numpy as np
 
-FRAME_SIZES = (64, 128, 256)
+from lavalamp.models.limits import check_frame_size
+
 MAX_PHYSICS_STEP_S = 1.0 / 30.0
 """Longest physics step while rendering; lower frame rates take several steps per frame."""
 WARMUP_STEP_S = 0.2
@@ -120,8 +121,7 @@ class SimulatorConfig:
     """Seconds of lamp time simulated (not rendered) before the first frame, so it starts in full swing."""
 
     def __post_init__(self) -> None:
-        if self.frame_size not in FRAME_SIZES:
-            raise ValueError(f"frame_size must be one of {FRAME_SIZES}, got {self.frame_size}")
+        check_frame_size(self.frame_size)
         if not 1.0 <= self.fps <= 240.0:
             raise ValueError(f"fps must be in 1..240, got {self.fps}")
         if self.palette is not None and self.palette not in PALETTES:

@@ -14,6 +14,7 @@ import torch
 from lavalamp.models import EXIT_USAGE
 from lavalamp.models.atomic import atomic_write_bytes, check_output_file, check_output_folder
 from lavalamp.models.device import DeviceError, resolve_device
+from lavalamp.models.fields import field_doc, option
 
 from .distributed import barrier, join_world, leave_world
 from .footage import Footage, FootageConfig, FootageError, load_footage
@@ -51,34 +52,25 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
-    footage = p.add_argument_group("footage")
+    footage, footage_defaults = p.add_argument_group("footage"), FootageConfig()
     footage.add_argument("--crop", help="crop box x0,y0,x1,y1 in source pixels")
     footage.add_argument("--auto-crop", action="store_true", help="find the lamp and crop to it")
-    footage.add_argument("--dedupe", type=float, default=0.0, metavar="MAD",
+    footage.add_argument("--dedupe", type=float, default=footage_defaults.dedupe_threshold, metavar="MAD",
                          help="drop frames differing from the previous by less than MAD (0..255)")
-    footage.add_argument("--default-fps", type=float, default=30.0,
+    footage.add_argument("--default-fps", type=float, default=footage_defaults.default_fps,
                          help="frame rate of image folders and .npz files without fps")
-    footage.add_argument("--val-fraction", type=float, default=0.1,
+    footage.add_argument("--val-fraction", type=float, default=footage_defaults.val_fraction,
                          help="last share of each clip held out for validation")
     footage.add_argument("--mirror", action="store_true",
                          help="also train on each clip mirrored left-right (twice the data from a "
                               "short clip; for footage whose glare and background look right mirrored)")
     model = p.add_argument_group("model and training (see lavalamp.train.trainer.TrainConfig)")
     for f in dataclasses.fields(TrainConfig):
-        if f.name == "minutes":
+        if f.name == "minutes":  # in the budget group above
             continue
-        kind = {bool: _bool, int: int, float: float, str: str}[type(f.default)]
-        model.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
-                           help=f"(default {f.default})")
+        help_text = f"{field_doc(f)} (default {f.default!r})".replace("%", "%%")
+        model.add_argument(option(f.name), type=type(f.default), default=None, help=help_text)
     p.set_defaults(func=run_train)
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -166,7 +158,7 @@ def _remember(run: Run, settings: dict) -> None:
 def _footage(settings: dict, config: TrainConfig) -> Footage:
     """Training footage at the source frame rate (the trainer steps it itself, keeping every phase)."""
     options = dict(settings["footage"], crop=tuple(settings["footage"]["crop"] or ()) or None)
-    footage_config = FootageConfig(frame_size=config.frame_size, frame_step=1, **options)
+    footage_config = FootageConfig(frame_size=config.frame_size, **options)
     parts = []
     if settings["sources"]:
         parts.append(load_footage(settings["sources"], footage_config, min_frames=config.min_frames))
@@ -177,12 +169,12 @@ def _footage(settings: dict, config: TrainConfig) -> Footage:
             sequences=[simulate(sim["frames"], seed=s, size=config.frame_size, fps=SIM_FPS,
                                 palette=sim["palette"]) for s in seeds],
             names=[f"simulator seed {s}" for s in seeds], source_fps=[SIM_FPS] * len(seeds),
-            frame_step=1, val_fraction=footage_config.val_fraction,
+            val_fraction=footage_config.val_fraction,
             description=f"{len(seeds)} clips x {sim['frames']} frames of the built-in simulator "
                         f"(seeds {seeds[0]}..{seeds[-1]}, palette {sim['palette'] or 'by seed'}, "
                         f"{SIM_FPS:g} fps)"))
     return Footage(sequences=[s for p in parts for s in p.sequences],
                    names=[n for p in parts for n in p.names],
-                   source_fps=[f for p in parts for f in p.source_fps], frame_step=1,
+                   source_fps=[f for p in parts for f in p.source_fps],
                    val_fraction=footage_config.val_fraction,
                    description="; ".join(p.description for p in parts))

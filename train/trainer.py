@@ -18,14 +18,18 @@ from torch import nn
 from lavalamp.models import __version__
 from lavalamp.models.atomic import atomic_write_bytes
 from lavalamp.models.checkpoint import DataInfo, Lamp, load_lamp, save_lamp
+from lavalamp.models.conv import MAX_CHANNELS as MAX_CONV_CHANNELS
 from lavalamp.models.dream import Dream, frames_to_float, frames_to_uint8
+from lavalamp.models.fields import documented, field_problem, option
 from lavalamp.models.latent import latent_stats, project_to_sphere, slerp
-from lavalamp.models.rnn import LatentRNN, LatentRNNConfig
-from lavalamp.models.upsample import Upsampler, UpsamplerConfig
+from lavalamp.models.limits import FRAME_SIZES
+from lavalamp.models.motion import step_motion
+from lavalamp.models.rnn import CELLS, HEADS, LatentRNN, LatentRNNConfig
+from lavalamp.models.upsample import (MAX_UPSAMPLER_BLOCKS, MAX_UPSAMPLER_CHANNELS, MIN_CHANNELS, Upsampler,
+                                      UpsamplerConfig)
 from lavalamp.models.vae import VAE, VAEConfig
 from lavalamp.models.video import write_video
 
-from .evaluate import step_motion
 from .footage import Footage, area_resize
 from .distributed import World, barrier, mean_across, rank0_decides
 from .losses import RefineLoss, RNNLoss, VAELoss
@@ -37,8 +41,13 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 START_CONTEXTS = 64
 START_CONTEXT_STEPS = 8
-STAGE_SEEDS = {"vae": 1, "rnn": 2, "refine": 3, "sharpen": 4}
+SEED_STREAMS = ("vae weights", "vae steps", "refine steps", "sharpen weights", "sharpen steps",
+                "rnn weights", "rnn steps", "rnn validation", "start contexts", "calibration", "samples")
+"""The run's random streams, one child each of SeedSequence(--seed), spawned in this order: a stage's
+initial weights (torch), its steps (batches in NumPy and noise in torch, each process its own), the
+RNN's validation windows, the lamp's start contexts, the calibration dreams and the sample dreams."""
 DECODER_LOSSES = ("l1", "adversarial")
+MAX_SEED = 2**63 - 1
 SHARPEN_VALIDATION_FRAMES = 48
 VALIDATE_EVERY_STEPS = 100
 CALIBRATION_TEMPERATURES = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
@@ -51,123 +60,113 @@ CALIBRATION_STEPS = 300
 class TrainConfig:
     """Every knob of a training run (saved in the run folder's settings.json by `lavalamp train`)."""
 
-    frame_size: int = 64
-    """Side of the lamp's square frames in pixels: 64, 128 or 256 (above base_size, an upsampler
-    trained in the sharpening stage makes them from the decoder's frames)."""
-    base_size: int = 64
-    """Side of the VAE's frames in pixels (64 keeps the decoder cheap; the upsampler adds the rest)."""
-    frame_step: int = 6
-    """The RNN steps every frame_step-th source frame (duralava: every 6th of 30 fps)."""
-    latent_size: int = 32
-    """Dimensions of the VAE latent."""
-    base_channels: int = 32
-    """VAE channels at full resolution (doubling at each halving, up to 256)."""
-    kl_weight: float = 1.0
-    """Weight of the KL term against the summed squared pixel error of a frame."""
-    vae_batch: int = 64
-    """Frames per VAE step."""
-    vae_lr: float = 2e-3
-    """Peak learning rate of the VAE (cosine decay over the stage's budget)."""
-    hidden_size: int = 128
-    """Units of the RNN core (128 keeps --skip above 20,000 steps/s on one CPU core)."""
-    cell: str = "gru"
-    """RNN core: 'gru' or 'lstm'."""
-    head: str = "mdn"
-    """RNN head: 'mdn' (mixture density, sampled) or 'deterministic' (normality penalties)."""
-    mixtures: int = 5
-    """Gaussians of the mixture-density head."""
-    rnn_batch: int = 32
-    """Windows per RNN step."""
-    window: int = 32
-    """Latent steps per RNN training window."""
-    warmup: int = 8
-    """Real latents fed before a free-running rollout starts."""
-    rollout: int = 16
-    """Steps the RNN runs on its own samples inside each window (0 = teacher forcing only)."""
-    rollout_weight: float = 1.0
-    """Weight of the rollout loss against the teacher-forced loss."""
-    context_noise: float = 0.05
-    """Std of noise added to the input latents (the model learns to ignore small errors)."""
-    normality_weight: float = 1.0
-    """Weight of duralava's normality penalties (deterministic head only)."""
-    rnn_lr: float = 1e-3
-    """Peak learning rate of the RNN (cosine decay over the stage's budget)."""
-    refine_steps: int = 500
-    """Steps sharpening the decoder on the encoder's means after the VAE (0 = none)."""
-    refine_lr: float = 1e-4
-    """Peak learning rate of the decoder refinement."""
-    decoder_loss: str = "adversarial"
-    """How the sharpening stage trains the upsampler (or, without one, the decoder): 'l1' (L1 and
-    gradient difference) or 'adversarial' (also multi-scale patch discriminators). With 'l1' and no
-    upsampler there is no sharpening stage."""
-    upsampler_channels: int = 32
-    """Upsampler channels at base_size (halving at each doubling)."""
-    upsampler_blocks: int = 3
-    """Upsampler 3x3 convolutions at base_size."""
-    sharpen_steps: int = 2000
-    """Steps of the sharpening stage when no minutes budget is given."""
-    sharpen_share: float = 0.3
-    """Share of a --minutes budget given to the sharpening stage (when there is one)."""
-    sharpen_lr: float = 5e-4
-    """Peak learning rate of the sharpened module."""
-    sharpen_batch: int = 16
-    """Crops per sharpening step."""
-    sharpen_crop: int = 96
-    """Side of a sharpening crop in pixels of frame_size (the frame's side or more: whole frames)."""
-    sharpen_frames: int = 4096
-    """Footage frames at frame_size kept for the sharpening stage, spread over the clips."""
-    gdl_weight: float = 1.0
-    """Weight of the gradient difference loss (blurred edges) against L1."""
-    adversarial_weight: float = 0.1
-    """Weight of the adversarial loss, on top of its adaptive balance against the reconstruction."""
-    adversarial_start: float = 0.25
-    """Share of the sharpening stage trained on reconstruction only before the discriminators join."""
-    disc_lr: float = 2e-4
-    """Learning rate of the discriminators."""
-    init_from: str = ""
-    """A lamp of base_size whose VAE and RNN this run keeps (only the sharpening stage trains)."""
-    vae_share: float = 0.6
-    """Share of a --minutes budget given to the VAE and the refinement; the RNN gets the rest."""
-    refine_share: float = 0.06
-    """Share of a --minutes budget given to the refinement, out of vae_share (0 = none)."""
-    minutes: float | None = None
-    """Total wall-clock budget of the run in minutes (None = use step budgets)."""
-    vae_steps: int = 2000
-    """VAE optimizer steps when no minutes budget is given."""
-    rnn_steps: int = 2000
-    """RNN optimizer steps when no minutes budget is given."""
-    seed: int = 0
-    """Seed of every random choice; the same seed and data reproduce the run."""
-    name: str = "lamp"
-    """Name stored in the checkpoint and shown in metrics."""
-    checkpoint_every_s: float = 60.0
-    """Seconds between resumable state saves (a crash loses at most this much training)."""
+    frame_size: int = documented(64, "Side of the lamp's square frames in pixels: 64, 128 or 256 (above "
+                                     "base_size, an upsampler trained in the sharpening stage makes them "
+                                     "from the decoder's frames).")
+    base_size: int = documented(64, "Side of the VAE's frames in pixels (64 keeps the decoder cheap; the "
+                                    "upsampler adds the rest).")
+    frame_step: int = documented(6, "The RNN steps every frame_step-th source frame (duralava: every 6th "
+                                    "of 30 fps).", least=1)
+    latent_size: int = documented(32, "Dimensions of the VAE latent.", least=1)
+    base_channels: int = documented(32, "VAE channels at full resolution (doubling at each halving, up to "
+                                        "256).", least=1, most=MAX_CONV_CHANNELS)
+    kl_weight: float = documented(1.0, "Weight of the KL term against the summed squared pixel error of a "
+                                       "frame.", least=0)
+    vae_batch: int = documented(64, "Frames per VAE step.", least=1)
+    vae_lr: float = documented(2e-3, "Peak learning rate of the VAE (cosine decay over the stage's "
+                                     "budget).", above=0)
+    hidden_size: int = documented(128, "Units of the RNN core (128 keeps --skip above 20,000 steps/s on "
+                                       "one CPU core).", least=1)
+    cell: str = documented("gru", "RNN core: 'gru' or 'lstm'.", choices=CELLS)
+    head: str = documented("mdn", "RNN head: 'mdn' (mixture density, sampled) or 'deterministic' "
+                                  "(normality penalties).", choices=HEADS)
+    mixtures: int = documented(5, "Gaussians of the mixture-density head.", least=1)
+    rnn_batch: int = documented(32, "Windows per RNN step.", least=1)
+    window: int = documented(32, "Latent steps per RNN training window.", least=2)
+    warmup: int = documented(8, "Real latents fed before a free-running rollout starts.", least=1)
+    rollout: int = documented(16, "Steps the RNN runs on its own samples inside each window (0 = teacher "
+                                  "forcing only).", least=0)
+    rollout_weight: float = documented(1.0, "Weight of the rollout loss against the teacher-forced loss.",
+                                       least=0)
+    context_noise: float = documented(0.05, "Std of noise added to the input latents (the model learns to "
+                                            "ignore small errors).", least=0)
+    normality_weight: float = documented(1.0, "Weight of duralava's normality penalties (deterministic "
+                                              "head only).", least=0)
+    rnn_lr: float = documented(1e-3, "Peak learning rate of the RNN (cosine decay over the stage's "
+                                     "budget).", above=0)
+    refine_steps: int = documented(500, "Steps sharpening the decoder on the encoder's means after the VAE "
+                                        "(0 = none).", least=0)
+    refine_lr: float = documented(1e-4, "Peak learning rate of the decoder refinement.", above=0)
+    decoder_loss: str = documented("adversarial", "How the sharpening stage trains the upsampler (or, "
+                                                  "without one, the decoder): 'l1' (L1 and gradient "
+                                                  "difference) or 'adversarial' (also multi-scale patch "
+                                                  "discriminators). With 'l1' and no upsampler there is no "
+                                                  "sharpening stage.", choices=DECODER_LOSSES)
+    upsampler_channels: int = documented(32, "Upsampler channels at base_size (halving at each doubling).",
+                                         least=MIN_CHANNELS, most=MAX_UPSAMPLER_CHANNELS)
+    upsampler_blocks: int = documented(3, "Upsampler 3x3 convolutions at base_size.", least=1,
+                                       most=MAX_UPSAMPLER_BLOCKS)
+    sharpen_steps: int = documented(2000, "Steps of the sharpening stage when no minutes budget is given.",
+                                    least=0)
+    sharpen_share: float = documented(0.3, "Share of a --minutes budget given to the sharpening stage "
+                                           "(when there is one).", least=0, below=1)
+    sharpen_lr: float = documented(5e-4, "Peak learning rate of the sharpened module.", above=0)
+    sharpen_batch: int = documented(16, "Crops per sharpening step.", least=1)
+    sharpen_crop: int = documented(96, "Side of a sharpening crop in pixels of frame_size (the frame's "
+                                       "side or more: whole frames).", least=8)
+    sharpen_frames: int = documented(4096, "Footage frames at frame_size kept for the sharpening stage, "
+                                           "spread over the clips.", least=1)
+    gdl_weight: float = documented(1.0, "Weight of the gradient difference loss (blurred edges) against "
+                                        "L1.", least=0)
+    adversarial_weight: float = documented(0.1, "Weight of the adversarial loss, on top of its adaptive "
+                                                "balance against the reconstruction.", least=0)
+    adversarial_start: float = documented(0.25, "Share of the sharpening stage trained on reconstruction "
+                                                "only before the discriminators join.", least=0, below=1)
+    disc_lr: float = documented(2e-4, "Learning rate of the discriminators.", above=0)
+    init_from: str = documented("", "A lamp of base_size whose VAE and RNN this run keeps (only the "
+                                    "sharpening stage trains).")
+    vae_share: float = documented(0.6, "Share of a --minutes budget given to the VAE and the refinement; "
+                                       "the RNN gets the rest.", above=0, below=1)
+    refine_share: float = documented(0.06, "Share of a --minutes budget given to the refinement, out of "
+                                           "vae_share (0 = none).", least=0)
+    minutes: float | None = documented(None, "Total wall-clock budget of the run in minutes (None = use "
+                                             "step budgets).", above=0)
+    vae_steps: int = documented(2000, "VAE optimizer steps when no minutes budget is given.", least=0)
+    rnn_steps: int = documented(2000, "RNN optimizer steps when no minutes budget is given.", least=0)
+    seed: int = documented(0, "Seed of every random choice; the same seed and data reproduce the run.",
+                           least=0, most=MAX_SEED)
+    name: str = documented("lamp", "Name stored in the checkpoint and shown in metrics.")
+    checkpoint_every_s: float = documented(60.0, "Seconds between resumable state saves (a crash loses at "
+                                                 "most this much training).", least=0)
 
     def __post_init__(self) -> None:
-        VAEConfig(frame_size=self.base_size, latent_size=self.latent_size)
-        LatentRNNConfig(cell=self.cell, head=self.head)
-        if self.frame_size != self.base_size:
-            self.upsampler_config()
-        if self.decoder_loss not in DECODER_LOSSES:
-            raise ValueError(f"decoder_loss must be one of {DECODER_LOSSES}, got {self.decoder_loss!r}")
-        if not 0 <= self.sharpen_share < 1 or not 0 <= self.adversarial_start < 1:
-            raise ValueError("sharpen_share and adversarial_start must be in [0, 1)")
-        if min(self.sharpen_steps, self.sharpen_frames - 1, self.sharpen_batch - 1) < 0 or \
-                self.sharpen_crop < 8:
-            raise ValueError("need sharpen_steps >= 0, sharpen_frames >= 1, sharpen_batch >= 1 "
-                             "and sharpen_crop >= 8")
+        for f in dataclasses.fields(self):
+            problem = field_problem(self, f)
+            if problem:
+                raise ValueError(f"{problem} ({option(f.name)})")
+        self._check_together()
+        for stage, build in (("VAE", self.vae_config), ("RNN", self.rnn_config),
+                             ("sharpening", self.sharpen_config), ("upsampler", self.upsampler_config)):
+            try:
+                if stage != "upsampler" or self.upsampled:
+                    build()
+            except ValueError as exc:
+                raise ValueError(f"{stage} settings: {exc}") from None
+
+    def _check_together(self) -> None:
+        """The rules that tie fields together (each field's own bounds are in its metadata)."""
+        if {self.base_size, self.frame_size} - set(FRAME_SIZES) or self.frame_size < self.base_size:
+            raise ValueError(f"frame sizes must be in {FRAME_SIZES} with frame_size >= base_size, got "
+                             f"frame_size {self.frame_size} (--frame-size) and base_size "
+                             f"{self.base_size} (--base-size)")
         if self.init_from and not self.upsampled:
             raise ValueError("init_from needs a frame_size above base_size: it adds an upsampler "
                              "to a finished lamp")
-        if self.frame_step < 1 or self.window < 2 or not 1 <= self.warmup < self.window:
-            raise ValueError("need frame_step >= 1, window >= 2 and 1 <= warmup < window")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ValueError(f"minutes must be positive, got {self.minutes}")
-        if not 0 < self.vae_share < 1:
-            raise ValueError(f"vae_share must be in (0,1), got {self.vae_share}")
-        if not 0 <= self.refine_share < self.vae_share or self.refine_steps < 0:
-            raise ValueError(f"need 0 <= refine_share < vae_share and refine_steps >= 0, got "
-                             f"{self.refine_share} and {self.refine_steps}")
+        if self.warmup >= self.window:
+            raise ValueError(f"warmup must be below window ({self.window}), got {self.warmup} (--warmup)")
+        if self.refine_share >= self.vae_share:
+            raise ValueError(f"refine_share must be below vae_share ({self.vae_share}), got "
+                             f"{self.refine_share} (--refine-share)")
 
     def vae_config(self) -> VAEConfig:
         """Architecture of the decoder stage."""
@@ -217,12 +216,28 @@ class Run:
     device: torch.device
     progress: bool = True
 
+    def seeds(self, stream: str, *, per_process: bool = False) -> np.random.SeedSequence:
+        """The run's random stream `stream` (one of SEED_STREAMS); with `per_process`, this
+        process's own child of it."""
+        return seed_stream(self.config.seed, stream, self.world.rank if per_process else 0)
+
     def stage_folder(self, stage: str) -> Path:
         """The folder of one stage's files (created on the main process)."""
         path = self.folder / stage
         if self.world.main:
             path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def seed_stream(seed: int, stream: str, rank: int = 0) -> np.random.SeedSequence:
+    """Stream `stream` (one of SEED_STREAMS) of a run seeded `seed`, for process `rank`."""
+    child = np.random.SeedSequence(seed).spawn(len(SEED_STREAMS))[SEED_STREAMS.index(stream)]
+    return child.spawn(rank + 1)[rank]
+
+
+def int_seed(stream: np.random.SeedSequence) -> int:
+    """One integer seed (0 .. 2**63 - 1) drawn from a stream, for torch or a Dream."""
+    return int(stream.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 class Budget:
@@ -280,8 +295,9 @@ def optimize(run: Run, stage: str, model: nn.Module, loss_module: nn.Module,
     folder = run.stage_folder(stage)
     budget = stage_budget(run, stage)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
-    rng = np.random.default_rng([run.config.seed, run.world.rank, STAGE_SEEDS[stage]])
-    torch.manual_seed(run.config.seed * 1000 + run.world.rank)
+    batches, noise = run.seeds(f"{stage} steps", per_process=True).spawn(2)
+    rng = np.random.default_rng(batches)
+    torch.manual_seed(int_seed(noise))
     state = load_state(folder / STATE_FILE)
     step, elapsed, summary = 0, 0.0, {}
     if state is not None:
@@ -361,7 +377,7 @@ def _checkpoint_stage(run: Run, folder: Path, model: nn.Module, optimizer, rng, 
 # ------------------------------------------------------------------------------------- stages
 def train_vae(run: Run, pool: np.ndarray, val: np.ndarray) -> tuple[VAE, dict[str, Any]]:
     """Stage 1: the VAE that maps frames to latents and back (frames from `image_frames`)."""
-    torch.manual_seed(run.config.seed)
+    torch.manual_seed(int_seed(run.seeds("vae weights")))
     vae = VAE(run.config.vae_config()).to(run.device)
     loss = VAELoss(vae, kl_weight=run.config.kl_weight)
     summary = _optimize_on_frames(run, "vae", vae, loss, run.config.vae_lr, pool, val, ("psnr", "kl"))
@@ -426,7 +442,7 @@ def _vae_pictures(run: Run, vae: VAE, val: np.ndarray, stage: str = "vae") -> No
     folder = run.stage_folder(stage)
     pick = val[np.linspace(0, len(val) - 1, 8).astype(int)]
     recon = frames_to_uint8(vae(frames_to_float(pick).to(run.device))[0])
-    contact_sheet([pick, recon], folder / "samples.png")
+    contact_sheet([pick, recon], scale=2).save(folder / "samples.png")
     mu, _ = vae.encode(frames_to_float(pick).to(run.device))
     walk = [slerp(mu[i], mu[(i + 1) % len(mu)], t) for i in range(len(mu)) for t in np.linspace(0, 1, 12)]
     write_video(folder / "dream.gif", frames_to_uint8(vae.decode(torch.stack(walk))), fps=12.0)
@@ -472,13 +488,14 @@ def sample_windows(sequences: list[np.ndarray], rng: np.random.Generator, count:
 def train_rnn(run: Run, latents: dict[str, list[np.ndarray]]) -> tuple[LatentRNN, dict[str, Any]]:
     """Stage 3: the latent RNN on windows of the encoded footage, with free-running rollouts."""
     c = run.config
-    torch.manual_seed(c.seed + 1)
+    torch.manual_seed(int_seed(run.seeds("rnn weights")))
     rnn = LatentRNN(c.rnn_config()).to(run.device)
     loss = RNNLoss(rnn, warmup=c.warmup, rollout=c.rollout, rollout_weight=c.rollout_weight,
                    context_noise=c.context_noise, normality_weight=c.normality_weight)
-    val_source = latents["val"] if _fits(latents["val"], c) else latents["train"]
-    val = torch.from_numpy(sample_windows(val_source, np.random.default_rng(c.seed), 64,
-                                          c.window + 1, c.frame_step))
+    fits = any(len(s) >= c.min_frames for s in latents["val"])  # one window, frame_step apart
+    val_source = latents["val"] if fits else latents["train"]
+    val = torch.from_numpy(sample_windows(val_source, np.random.default_rng(run.seeds("rnn validation")),
+                                          64, c.window + 1, c.frame_step))
 
     def batch(rng: np.random.Generator) -> torch.Tensor:
         return torch.from_numpy(sample_windows(latents["train"], rng, c.rnn_batch, c.window + 1,
@@ -493,17 +510,13 @@ def train_rnn(run: Run, latents: dict[str, list[np.ndarray]]) -> tuple[LatentRNN
     return rnn, summary
 
 
-def _fits(sequences: list[np.ndarray], c: TrainConfig) -> bool:
-    return any(len(s) >= c.window * c.frame_step + 1 for s in sequences)
-
-
 def build_lamp(run: Run, vae: VAE, rnn: LatentRNN, latents: dict[str, list[np.ndarray]],
                clips: Footage, summaries: dict[str, Any]) -> Lamp:
     """Everything the daemon needs, in one Lamp."""
     c = run.config
     stepped = np.concatenate([s[::c.frame_step] for s in latents["train"]])
-    contexts = sample_windows(latents["train"], np.random.default_rng(c.seed + 2), START_CONTEXTS,
-                              START_CONTEXT_STEPS, c.frame_step)
+    contexts = sample_windows(latents["train"], np.random.default_rng(run.seeds("start contexts")),
+                              START_CONTEXTS, START_CONTEXT_STEPS, c.frame_step)
     d = c.latent_size
     training = {"config": dataclasses.asdict(c), "stages": summaries, "package_version": __version__,
                 "processes": run.world.size, "device": run.device.type}
@@ -518,7 +531,8 @@ def build_lamp(run: Run, vae: VAE, rnn: LatentRNN, latents: dict[str, list[np.nd
 @torch.no_grad()
 def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
                           seed: int) -> dict[str, Any]:
-    """Set lamp.temperature so the dream moves per step like the training footage.
+    """Set lamp.temperature so the dream moves per step like the training footage (CALIBRATION_DREAMS
+    dreams seeded from `seed`).
 
     Too hot a mixture-density head adds step-to-step jitter that the footage does not have (its
     slow drift is right at any temperature). This takes the hottest temperature whose one-step
@@ -533,8 +547,8 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
     for t in CALIBRATION_TEMPERATURES:
         lamp.temperature = t
         moves = []
-        for k in range(CALIBRATION_DREAMS):
-            dream = Dream(lamp, seed=seed + k)
+        for stream in np.random.SeedSequence(seed).spawn(CALIBRATION_DREAMS):
+            dream = Dream(lamp, seed=int_seed(stream))
             dream.skip(CALIBRATION_STEPS // 4)
             moves.append(step_motion(dream.decode(dream.advance(CALIBRATION_STEPS))).mean())
         ratios[t] = float(np.mean(moves) / max(target, 1e-6))
@@ -550,9 +564,9 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
 @torch.no_grad()
 def _dream_pictures(run: Run, lamp: Lamp, stage: str) -> None:
     folder = run.stage_folder(stage)
-    dream = Dream(lamp, seed=run.config.seed)
+    dream = Dream(lamp, seed=int_seed(run.seeds("samples")))
     frames = dream.decode(dream.advance(160))
-    contact_sheet([frames[:8], frames[::20][:8]], folder / "samples.png")
+    contact_sheet([frames[:8], frames[::20][:8]], scale=2).save(folder / "samples.png")
     write_video(folder / "dream.gif", frames, fps=max(lamp.data.lamp_fps * 2, 5.0))
 
 
@@ -589,7 +603,7 @@ def _sharpen_inputs(run: Run, vae: VAE, frames: np.ndarray) -> torch.Tensor:
 def sharpen_stage(run: Run, vae: VAE, clips: Footage) -> tuple[Upsampler | None, dict[str, Any]]:
     """Stage 1c: the upsampler (or the decoder) sharpened against discriminators; resumable."""
     c = run.config
-    torch.manual_seed(c.seed + STAGE_SEEDS["sharpen"])
+    torch.manual_seed(int_seed(run.seeds("sharpen weights")))
     upsampler = Upsampler(c.upsampler_config()).to(run.device) if c.upsampled else None
     if not c.sharpens:
         return None, {"skipped": "no upsampler and decoder_loss l1"}
@@ -616,7 +630,9 @@ def _sharpen_loop(run: Run, folder: Path, sharpener: Sharpener, state: dict | No
     """Steps until the budget is spent or a failure is seen (then the last good weights stay)."""
     c, config = run.config, sharpener.config
     budget = stage_budget(run, "sharpen")
-    rng = np.random.default_rng([c.seed, STAGE_SEEDS["sharpen"]])
+    batches, noise = run.seeds("sharpen steps").spawn(2)
+    rng = np.random.default_rng(batches)
+    torch.manual_seed(int_seed(noise))
     step, elapsed, failure = 0, 0.0, None
     if state is not None:
         sharpener.load_state_dict(state["sharpener"])
@@ -685,7 +701,7 @@ def _sharpen_pictures(folder: Path, sharpener: Sharpener) -> None:
         size = pairs.val_targets.shape[1]
         rows.insert(1, frames_to_uint8(torch.nn.functional.interpolate(
             inputs, size=(size, size), mode="bilinear", align_corners=False)))
-    contact_sheet(rows, folder / "samples.png", scale=1 if pairs.val_targets.shape[1] > 64 else 2)
+    contact_sheet(rows, scale=1 if pairs.val_targets.shape[1] > 64 else 2).save(folder / "samples.png")
 
 
 def upgrade_lamp(run: Run) -> tuple[Lamp, VAE]:
@@ -737,6 +753,6 @@ def _train_new_lamp(run: Run, clips: Footage) -> Lamp:
                                                      "sharpen": sharpen_summary, "rnn": rnn_summary})
     if run.world.main:
         lamp.training["calibration"] = calibrate_temperature(lamp, base.train, run.config.frame_step,
-                                                             run.config.seed)
+                                                             int_seed(run.seeds("calibration")))
     lamp.upsampler = upsampler.to(run.device) if upsampler is not None else None
     return lamp

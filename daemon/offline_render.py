@@ -1,4 +1,5 @@
-"""`lavalamp render`: write what the daemon would show to .npz, .png (APNG), .gif or .mp4."""
+"""`lavalamp render`: what the daemon would show, written to .npz, .png (APNG), .gif or .mp4 (no
+window, no metrics: the frame source alone)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,14 @@ import sys
 
 import numpy as np
 import torch
-from prometheus_client import CollectorRegistry
 
 from lavalamp.models import EXIT_USAGE
 from lavalamp.models.checkpoint import LampLoadError, default_lamp_path, load_lamp
 from lavalamp.models.device import DeviceError, resolve_device
+from lavalamp.models.limits import check_temperature
 from lavalamp.models.video import SUPPORTED_SUFFIXES, check_output_path, write_video
 
 from .config import ConfigError, load_config
-from .metrics import DaemonMetrics
 from .source import FrameSource
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,11 @@ def run_render(args: argparse.Namespace) -> int:
     torch.set_num_threads(config.model.torch_threads)
     guard = config.guard if args.guard is None else \
         dataclasses.replace(config.guard, enabled=args.guard == "on")
-    source = FrameSource(lamp=lamp, guard=guard, metrics=DaemonMetrics(CollectorRegistry(), process=False),
+    source = FrameSource(lamp=lamp, guard=guard,
                          temperature=args.temperature if args.temperature is not None
                          else config.model.temperature,
-                         seed=args.seed if args.seed is not None else config.model.seed)
+                         seed=args.seed if args.seed is not None else config.model.seed,
+                         crossfade_frames=config.model.crossfade_frames)
     frames = render(source, frames=args.frames, skip=args.skip, batch=config.buffer.batch_frames)
     write_video(args.out, frames, lamp.data.lamp_fps)
     log.info("wrote %s: %d frames %dx%d at %g fps (lamp %r, seed %d, skipped %d)", args.out,
@@ -92,7 +93,7 @@ def _checked(args: argparse.Namespace):
         raise ValueError(f"--skip must be >= 0, got {args.skip}")
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be in 0..{2**63 - 1}, got {args.seed}")
-    if args.temperature is not None and not 0.05 <= args.temperature <= 3.0:
-        raise ValueError(f"--temperature must be in 0.05..3, got {args.temperature}")
+    if args.temperature is not None:
+        check_temperature(args.temperature, "--temperature")
     check_output_path(args.out)
     return load_config(args.config)

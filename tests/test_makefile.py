@@ -1,0 +1,58 @@
+"""The Makefile's set-up: a system that cannot make the venv gets one line saying what it needs."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE_PYTHON = """#!/bin/sh
+# a python3 that is VERSION and, like Debian's without python3-venv, cannot make a venv
+if [ "$1" = "-c" ]; then exec {python} -c "import sys; sys.version_info = {version}; exec(sys.argv[1])" "$2"; fi
+if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then
+    mkdir -p "$3"
+    echo "The virtual environment was not created successfully because ensurepip is not" >&2
+    echo "available." >&2
+    exit 1
+fi
+exit 3
+"""
+
+
+def make(tmp_path: Path, version: tuple[int, int, int]) -> subprocess.CompletedProcess:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    fake = tmp_path / "python3"
+    fake.write_text(FAKE_PYTHON.format(python=shutil.which("python3"), version=version))
+    fake.chmod(0o755)
+    return subprocess.run(["make", "-C", str(ROOT), f"VENV={tmp_path / 'venv'}", f"PYTHON={fake}",
+                           f"{tmp_path / 'venv'}/.installed"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def needs_line(tmp_path: Path) -> str:
+    return (f"make: cannot make {tmp_path / 'venv'}: needs {tmp_path / 'python3'} >= 3.10 with its "
+            "venv module (Debian/Ubuntu: sudo apt install python3 python3-venv)")
+
+
+def test_a_python_without_venv_gets_one_line_naming_python3_venv_and_leaves_no_venv(tmp_path):
+    result = make(tmp_path, (3, 12, 0))
+    assert result.returncode != 0
+    assert needs_line(tmp_path) in result.stderr.splitlines(), result.stderr
+    assert not (tmp_path / "venv").exists()  # half a venv would fool the next run
+
+
+def test_a_python_too_old_gets_the_same_line_before_anything_is_made(tmp_path):
+    result = make(tmp_path, (3, 9, 18))
+    assert result.returncode != 0
+    assert needs_line(tmp_path) in result.stderr.splitlines(), result.stderr
+    assert "ensurepip" not in result.stderr and not (tmp_path / "venv").exists()
+
+
+def test_the_makefiles_minimum_python_is_pyprojects():
+    makefile = (ROOT / "Makefile").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    minimum = re.search(r"^PYTHON_MIN := (\S+)$", makefile, re.M).group(1)
+    assert f'requires-python = ">={minimum}"' in pyproject
