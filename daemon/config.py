@@ -412,6 +412,7 @@ def parse_config(data: Any) -> Config:
     config = _build(Config, _renamed(data), "")
     _check_schedule(config.schedule)
     _check_playlist(config)
+    _check_buffer(config.buffer)
     _check_remote(config.control, config.mqtt)
     return config
 
@@ -453,6 +454,15 @@ def _check_playlist(config: Config) -> None:
                           f"(a crontab line), got {'both' if p.every_s is not None else 'neither'}")
     if p.change is not None:
         cron(p.change, config.schedule.timezone, "playlist.change")
+
+
+def _check_buffer(buffer: BufferConfig) -> None:
+    """The ring must hold a whole batch besides the two frames the display is showing, or the
+    producer would wait for room that never comes."""
+    if buffer.depth_frames < buffer.batch_frames + 2:
+        raise ConfigError(f"buffer.depth_frames ({buffer.depth_frames}) must be at least "
+                          f"buffer.batch_frames + 2 ({buffer.batch_frames + 2}): the display holds "
+                          "two frames while the producer waits for room for a whole batch")
 
 
 def is_loopback(host: str) -> bool:

@@ -86,8 +86,6 @@ class Producer:
         self._paused = threading.Event()
         self._beat = time.monotonic()
         self._crashes: deque[float] = deque()
-        self._made = 0  # frames made in all; the first batch is one frame, so that the display can
-        # start at once, and the second tops it up to a whole batch, so that the ring fills
         self._load_request: tuple[Path, torch.device] | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -174,12 +172,14 @@ class Producer:
             if self._paused.is_set():
                 self._stop.wait(POLL_S)
                 continue
-            size = 1 if self._made == 0 else batch - self._made % batch
+            # the first batch is one frame, so that the display can start at once; the second
+            # tops it up to a whole batch, so that the ring still fills to its last slot
+            made = self.frames_generated
+            size = 1 if made == 0 else batch - made % batch
             if not self.ring.wait_for_space(size, POLL_S):
                 continue
             started = time.perf_counter()
             frames = self.source.next_batch(size)
-            self._made += len(frames)
             self.ring.put(frames)
             elapsed = max(time.perf_counter() - started, 1e-6)
             self.frames_generated += len(frames)

@@ -123,6 +123,8 @@ def test_nullable_keys_accept_null():
     ("model:\n  library: /l\nplaylist:\n  lamps: [a]\n  change: 'at noon'\n",
      "playlist.change: invalid crontab line 'at noon'"),
     ("playlist:\n  every_s: 60\n", "are set but playlist.lamps is empty"),
+    ("buffer:\n  depth_frames: 9\n", "buffer.depth_frames (9) must be at least buffer.batch_frames + 2 (10)"),
+    ("buffer:\n  depth_frames: 16\n  batch_frames: 16\n", "must be at least buffer.batch_frames + 2 (18)"),
 ])
 def test_screens_and_playlist_mistakes_are_refused_by_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:

@@ -57,6 +57,20 @@ def test_the_first_batch_is_one_frame_and_then_whole_batches_fill_the_ring(parts
     assert sizes == [1, 3, 4, 4, 4]  # the display can start after one decoded frame
 
 
+def test_a_ring_of_a_batch_plus_two_keeps_flowing_while_the_display_holds_two_frames():
+    src = FrameSource(lamp=make_lamp(contrast=30), guard=GuardConfig(), seed=1)
+    ring = RingBuffer(capacity=4 + 2, frame_shape=src.frame_shape)  # the least the config allows
+    p = Producer(source=src, ring=ring, batch_frames=4, config=ProducerConfig())
+    p.start()
+    try:
+        def display_holds_the_two_newest():
+            ring.release_before(ring.end_seq - 2)  # the frame shown and the one it fades to
+            return p.frames_generated >= 40
+        assert wait_until(display_holds_the_two_newest, timeout=30)
+    finally:
+        p.stop()
+
+
 def test_a_crash_is_logged_counted_and_the_dream_restarts(parts, monkeypatch, caplog):
     producer, src, ring, registry = parts
     real, calls = src.next_batch, []
