@@ -253,3 +253,25 @@ def test_calibration_takes_the_hottest_temperature_that_moves_like_the_footage()
     assert lamp.temperature == report["temperature"] == (max(calm) if calm else closest)
     assert len(ratios) > 3 and all(r > 0 for r in ratios.values())
     assert report["footage_motion_per_step"] > 0
+
+
+def test_a_clean_share_gives_the_upsampler_that_share_of_footage_frames_reduced_not_reconstructed(tmp_path):
+    from types import SimpleNamespace
+
+    from lavalamp.models.dream import frames_to_float
+    from lavalamp.models.vae import VAE
+    from lavalamp.train.distributed import World
+    from lavalamp.train.footage import area_resize
+    from lavalamp.train.trainer import Run, TrainConfig, sharpen_pairs
+
+    config = TrainConfig(frame_size=128, base_size=64, sharpen_clean_share=0.25, sharpen_frames=8,
+                         latent_size=4, base_channels=8)
+    run = Run(folder=tmp_path, config=config, world=World(device=torch.device("cpu")),
+              device=torch.device("cpu"))
+    frames = np.random.default_rng(0).integers(0, 256, (8, 128, 128, 3), dtype=np.uint8)
+    vae = VAE(config.vae_config()).eval()
+    pairs = sharpen_pairs(run, vae, SimpleNamespace(train=[frames], val=[]))
+    reduced = frames_to_float(area_resize(frames, 64)).half()
+    same = [bool(torch.equal(pairs.inputs[i], reduced[i])) for i in range(8)]
+    assert sum(same) == 2, same  # a quarter of the frames, the rest the VAE's reconstructions
+    assert not any(torch.equal(pairs.val_inputs[i], reduced[i]) for i in range(8))  # judged as shown

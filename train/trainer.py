@@ -123,6 +123,10 @@ class TrainConfig:
     adversarial_start: float = documented(0.25, "Share of the sharpening stage trained on reconstruction "
                                                 "only before the discriminators join.", least=0, below=1)
     disc_lr: float = documented(2e-4, "Learning rate of the discriminators.", above=0)
+    sharpen_clean_share: float = documented(0.0, "Share of the upsampler's training frames that it "
+                                                 "gets as the footage itself reduced to base_size, "
+                                                 "not as the VAE's reconstruction (the edges are then "
+                                                 "exactly where the footage's are).", least=0, most=1)
     init_from: str = documented("", "A lamp of base_size whose VAE and RNN this run keeps (only the "
                                     "sharpening stage trains).")
     vae_share: float = documented(0.6, "Share of a --minutes budget given to the VAE and the refinement; "
@@ -576,7 +580,9 @@ def sharpen_pairs(run: Run, vae: VAE, clips: Footage) -> Pairs:
     val_clips = clips.val or [clips.train[-1]]
     frames = spread_frames(clips.train, c.sharpen_frames)
     val = spread_frames(val_clips, SHARPEN_VALIDATION_FRAMES)
-    return Pairs(inputs=_sharpen_inputs(run, vae, frames), targets=frames,
+    share = c.sharpen_clean_share if c.upsampled else 0.0
+    clean = np.diff(np.floor(np.arange(len(frames) + 1) * share)) > 0  # `share` of them, evenly spread
+    return Pairs(inputs=_sharpen_inputs(run, vae, frames, clean), targets=frames,
                  val_inputs=_sharpen_inputs(run, vae, val), val_targets=val)
 
 
@@ -590,13 +596,23 @@ def spread_frames(clips: list[np.ndarray], count: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def _sharpen_inputs(run: Run, vae: VAE, frames: np.ndarray) -> torch.Tensor:
-    """The encoder's means of the frames (at the VAE's size), decoded when an upsampler follows."""
+def _sharpen_inputs(run: Run, vae: VAE, frames: np.ndarray,
+                    clean: np.ndarray | None = None) -> torch.Tensor:
+    """The encoder's means of the frames (at the VAE's size), decoded when an upsampler follows;
+    where `clean` is true, the frame reduced to the VAE's size itself."""
     small = area_resize(frames, run.config.base_size)
     out = []
     for i in range(0, len(small), 256):
-        mu = vae.encode(frames_to_float(small[i:i + 256]).to(run.device))[0]
-        out.append((vae.decode(mu).half() if run.config.upsampled else mu).cpu())
+        x = frames_to_float(small[i:i + 256]).to(run.device)
+        mu = vae.encode(x)[0]
+        if not run.config.upsampled:
+            out.append(mu.cpu())
+            continue
+        decoded = vae.decode(mu)
+        if clean is not None:
+            keep = torch.from_numpy(clean[i:i + 256]).to(run.device)
+            decoded[keep] = x[keep]
+        out.append(decoded.half().cpu())
     return torch.cat(out)
 
 
