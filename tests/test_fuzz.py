@@ -23,7 +23,7 @@ from lavalamp.models.checkpoint import Lamp, LampLoadError, load_lamp
 from .fakes import lamp_header, rewrite_lamp, save_fake_lamp
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
-LIMIT_S = 2.0  # one load, however hostile
+LIMIT_S = 2.0  # CPU seconds of one load, however hostile
 MEMORY_BYTES = 300 * 2**20  # growth of the peak resident memory over a whole fuzz test
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="FUZZ_EXAMPLES" not in os.environ,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -77,12 +77,12 @@ def test_the_config_loader_loads_or_refuses_in_one_line(text):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "c.yaml"
         path.write_text(text)
-        started = time.monotonic()
+        started = time.thread_time()  # the loader's own work, whatever else the machine does
         try:
             assert isinstance(load_config(path), Config)
         except ConfigError as exc:
             one_line(exc)
-        assert time.monotonic() - started < LIMIT_S
+        assert time.thread_time() - started < LIMIT_S
 
 
 LAMP_DIR = Path(tempfile.mkdtemp(prefix="lavalamp-fuzz-"))
@@ -114,12 +114,12 @@ def headers(draw) -> str:
 @given(text=headers())
 def test_the_checkpoint_header_loads_or_refuses_in_one_line(text):
     path = rewrite_lamp(GOOD, header=text, out=LAMP_DIR / "fuzzed.safetensors")
-    started = time.monotonic()
+    started = time.process_time()  # CPU of every thread torch uses, not what other processes take
     try:
         assert isinstance(load_lamp(path), Lamp)
     except LampLoadError as exc:
         one_line(exc)
-    assert time.monotonic() - started < LIMIT_S
+    assert time.process_time() - started < LIMIT_S
 
 
 @FUZZ
@@ -134,9 +134,9 @@ def test_a_checkpoint_with_damaged_bytes_loads_or_refuses_in_one_line(data):
         raw = raw[:data.draw(st.integers(0, len(raw)))]
     path = LAMP_DIR / "damaged.safetensors"
     path.write_bytes(bytes(raw))
-    started = time.monotonic()
+    started = time.process_time()  # CPU of every thread torch uses, not what other processes take
     try:
         assert isinstance(load_lamp(path), Lamp)
     except LampLoadError as exc:
         one_line(exc)
-    assert time.monotonic() - started < LIMIT_S
+    assert time.process_time() - started < LIMIT_S

@@ -15,6 +15,8 @@ from .daemon_helpers import refused_reload_keeps_running, write_config
 from .fakes import lamp_header, metric, rewrite_lamp, save_fake_lamp, wait_until
 
 LIMIT_S = 1.0  # every refusal here takes milliseconds; the bombs took seconds to minutes
+# (CPU seconds of the loading thread: the work the file causes, not the time other processes on a
+# busy machine take from it)
 
 
 def alias_bomb(levels: int, key: str = "display", field: str = "scaling") -> str:
@@ -28,12 +30,12 @@ def alias_bomb(levels: int, key: str = "display", field: str = "scaling") -> str
 
 
 def refused_quickly(path) -> str:
-    started = time.monotonic()
+    started = time.thread_time()
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    elapsed = time.monotonic() - started
+    elapsed = time.thread_time() - started
     text = str(err.value)
-    assert elapsed < LIMIT_S, f"took {elapsed:.2f} s"
+    assert elapsed < LIMIT_S, f"took {elapsed:.2f} s of CPU"
     assert "\n" not in text and len(text) <= 400, text[:1000]
     return text
 

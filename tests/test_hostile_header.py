@@ -119,10 +119,10 @@ def test_an_absurd_architecture_is_refused_before_anything_is_allocated(tmp_path
         header["rnn_config"]["latent_size"] = value
     text = json.dumps(header)
     path = rewrite_lamp(good, header=text, out=tmp_path / "huge.safetensors")
-    before, started = peak_rss_bytes(), time.monotonic()
+    before, started = peak_rss_bytes(), time.process_time()  # CPU: the work, not the machine's load
     with pytest.raises(LampLoadError):
         load_lamp(path)
-    assert time.monotonic() - started < 2.0
+    assert time.process_time() - started < 2.0
     assert peak_rss_bytes() - before < 200 * 2**20
 
 
@@ -188,10 +188,10 @@ def test_a_file_too_big_to_be_a_lamp_is_refused_without_reading_it(tmp_path):
     path = tmp_path / "huge.safetensors"
     with open(path, "wb") as f:
         f.truncate(2 * 2**30 + 1)  # sparse: no disk used
-    before, started = peak_rss_bytes(), time.monotonic()
+    before, started = peak_rss_bytes(), time.process_time()
     with pytest.raises(LampLoadError, match="not a lamp"):
         load_lamp(path)
-    assert time.monotonic() - started < 1.0 and peak_rss_bytes() - before < 200 * 2**20
+    assert time.process_time() - started < 1.0 and peak_rss_bytes() - before < 200 * 2**20
 
 
 def test_a_swap_whose_install_fails_leaves_the_lamp_whole_and_the_next_swap_works(monkeypatch):

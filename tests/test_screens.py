@@ -188,7 +188,7 @@ def test_a_hung_producer_of_any_screen_withholds_the_watchdog(tmp_path, monkeypa
     monkeypatch.setenv("NOTIFY_SOCKET", server.path)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     config_path = write_config(tmp_path / "c.yaml", {"display": {"screens": [0, 1]},
-                                                     "buffer": {"depth_frames": 8},
+                                                     "buffer": {"depth_frames": 8, "batch_frames": 4},
                                                      "producer": {"stall_s": 0.5}})
     d = Daemon(config=load_config(config_path), config_path=config_path,
                model_path=save_fake_lamp(tmp_path / "lamp.safetensors", contrast=30),

@@ -173,7 +173,7 @@ def test_sd_notify_end_to_end_and_sigterm_within_2_s(tmp_path, lamp_path):
 @pytest.mark.slow
 def test_a_hung_producer_withholds_the_watchdog(tmp_path, lamp_path):
     server = NotifySocket(tmp_path / "notify.sock")
-    config = write_config(tmp_path / "c.yaml", {"buffer": {"depth_frames": 8},
+    config = write_config(tmp_path / "c.yaml", {"buffer": {"depth_frames": 8, "batch_frames": 4},
                                                 "producer": {"stall_s": 0.5}})
     run = Running(["--headless", "--model", lamp_path, "--config", config],
                   env={"NOTIFY_SOCKET": server.path, "WATCHDOG_USEC": "200000",
