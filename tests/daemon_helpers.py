@@ -133,11 +133,17 @@ def read_xwd(path: Path) -> np.ndarray:
     return np.stack(channels, -1).astype(np.uint8)
 
 
-def screenshot(display: str, path: Path) -> np.ndarray:
-    """The whole X screen of `display` (every monitor) as an RGB array, via xwd."""
-    subprocess.run(["xwd", "-root", "-silent", "-out", str(path)],
-                   env={**os.environ, "DISPLAY": display}, check=True, timeout=20)
-    return read_xwd(path)
+def screenshot(display: str, path: Path, attempts: int = 5) -> np.ndarray:
+    """The whole X screen of `display` (every monitor) as an RGB array, via xwd. Right after an
+    xrandr change the root window is still being resized and xwd's read of it can fail with
+    BadDrawable; it is tried again then, `attempts` times in all."""
+    for attempt in range(attempts):
+        done = subprocess.run(["xwd", "-root", "-silent", "-out", str(path)], capture_output=True,
+                              env={**os.environ, "DISPLAY": display}, timeout=20)
+        if done.returncode == 0:
+            return read_xwd(path)
+        time.sleep(0.2 * (attempt + 1))
+    raise RuntimeError(f"xwd failed {attempts} times on {display}: {done.stderr.decode()[-500:]}")
 
 
 def drive(daemon, action, timeout: float = 60.0):
