@@ -59,7 +59,7 @@ def prove_lamp(lamp: Lamp) -> None:
 
 def _prove_frames(lamp: Lamp, latents: torch.Tensor, where: str) -> None:
     """Refuse a lamp whose frames from `latents` are misshapen, non-finite or flat: all of them at
-    the decoder's size, the first and last PROOF_UPSAMPLES ones also through the upsampler (its
+    the decoder's size, PROOF_UPSAMPLES of them (first to last) also through the upsampler (its
     cost per frame is many times the decoder's, and damaged weights show in any frame)."""
     small = lamp.decode_base(latents.to(lamp.latent_mean.device))
     _check_proof(small, lamp.base_size, where)
