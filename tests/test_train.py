@@ -154,30 +154,43 @@ def test_a_128_px_lamp_gets_an_upsampler_from_its_sharpening_stage(tmp_path, cli
 
 
 @pytest.mark.slow
-def test_init_from_adds_an_upsampler_and_keeps_the_lamp_it_starts_from(tmp_path, clip, clip_128):
-    small = tmp_path / "small.safetensors"
+def test_init_from_sharpens_the_decoder_then_adds_an_upsampler_keeping_encoder_and_rnn(
+        tmp_path, clip, clip_128):
+    small, sharp, big = (tmp_path / f"{n}.safetensors" for n in ("small", "sharp", "big"))
     train(str(clip), "--run-dir", str(tmp_path / "run64"), "--out", str(small), "--decoder-loss", "l1",
           *TINY)
-    train(str(clip_128), "--run-dir", str(tmp_path / "run128"), "--out", str(tmp_path / "big.safetensors"),
-          "--frame-size", "128", "--init-from", str(small), "--sharpen-crop", "32",
+    train(str(clip), "--run-dir", str(tmp_path / "sharp64"), "--out", str(sharp), "--init-from", str(small),
+          "--decoder-loss", "adversarial", "--adversarial-start", "0.5", *TINY)
+    train(str(clip_128), "--run-dir", str(tmp_path / "run128"), "--out", str(big),
+          "--frame-size", "128", "--init-from", str(sharp), "--sharpen-crop", "32",
           "--decoder-loss", "l1", *TINY)
-    before, after = load_lamp(small), load_lamp(tmp_path / "big.safetensors")
+    before, middle, after = load_lamp(small), load_lamp(sharp), load_lamp(big)
+    assert middle.frame_size == 64 and middle.upsampler is None
     assert after.frame_size == 128 and after.upsampler is not None and before.upsampler is None
-    for name in ("decoder", "rnn", "encoder"):
-        old, new = getattr(before, name).state_dict(), getattr(after, name).state_dict()
-        assert all(torch.equal(old[k], new[k]) for k in old), name
-    assert torch.equal(before.start_contexts, after.start_contexts)
-    assert after.temperature == before.temperature and after.data == before.data
-    assert after.training["upgraded_by"]["sharpen"]["step"] == 6
-    assert not (tmp_path / "run128" / "rnn").exists(), "the RNN was trained again"
-    assert (tmp_path / "run128" / "sharpen" / "dream.gif").stat().st_size > 0
+    old, new = before.decoder.state_dict(), middle.decoder.state_dict()
+    assert not all(torch.equal(old[k], new[k]) for k in old), "the decoder was not sharpened"
+    for name, lamps in (("decoder", (middle, after)), ("rnn", (before, middle, after)),
+                        ("encoder", (before, middle, after))):
+        first = getattr(lamps[0], name).state_dict()
+        for lamp in lamps[1:]:
+            assert all(torch.equal(first[k], getattr(lamp, name).state_dict()[k]) for k in first), name
+    for lamp in (middle, after):
+        assert torch.equal(before.start_contexts, lamp.start_contexts)
+        assert lamp.temperature == before.temperature and lamp.data == before.data
+    upgrades = after.training["upgraded_by"]
+    assert [u["config"]["frame_size"] for u in upgrades] == [64, 128]
+    assert upgrades[0]["sharpen"]["adversarial"] and upgrades[0]["sharpen"]["step"] == 6
+    assert not upgrades[1]["sharpen"]["adversarial"] and upgrades[1]["sharpen"]["step"] == 6
+    for run in ("sharp64", "run128"):
+        assert not (tmp_path / run / "rnn").exists(), f"{run} trained the RNN again"
+        assert (tmp_path / run / "sharpen" / "dream.gif").stat().st_size > 0
 
 
 @pytest.mark.parametrize("args, message", [
     ([], "no footage"),
     (["--window", "400"], "too short"),
     (["--decoder-loss", "blurry"], "decoder_loss must be one of"),
-    (["--init-from", "x.safetensors"], "init_from needs a frame_size above base_size"),
+    (["--init-from", "x.safetensors", "--decoder-loss", "l1"], "init_from needs something to train"),
     (["--frame-size", "100"], "sizes must be in"),
 ])
 @pytest.mark.slow

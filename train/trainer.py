@@ -127,8 +127,9 @@ class TrainConfig:
                                                  "gets as the footage itself reduced to base_size, "
                                                  "not as the VAE's reconstruction (the edges are then "
                                                  "exactly where the footage's are).", least=0, most=1)
-    init_from: str = documented("", "A lamp of base_size whose VAE and RNN this run keeps (only the "
-                                    "sharpening stage trains).")
+    init_from: str = documented("", "A finished lamp of base_size whose encoder and RNN this run keeps: "
+                                    "only the sharpening stage trains (an upsampler when frame_size "
+                                    "is above base_size, else the lamp's own decoder).")
     vae_share: float = documented(0.6, "Share of a --minutes budget given to the VAE and the refinement; "
                                        "the RNN gets the rest.", above=0, below=1)
     refine_share: float = documented(0.06, "Share of a --minutes budget given to the refinement, out of "
@@ -163,9 +164,9 @@ class TrainConfig:
             raise ValueError(f"frame sizes must be in {FRAME_SIZES} with frame_size >= base_size, got "
                              f"frame_size {self.frame_size} (--frame-size) and base_size "
                              f"{self.base_size} (--base-size)")
-        if self.init_from and not self.upsampled:
-            raise ValueError("init_from needs a frame_size above base_size: it adds an upsampler "
-                             "to a finished lamp")
+        if self.init_from and not self.sharpens:
+            raise ValueError("init_from needs something to train: a frame_size above base_size (adds "
+                             "an upsampler) or --decoder-loss adversarial (sharpens the decoder)")
         if self.warmup >= self.window:
             raise ValueError(f"warmup must be below window ({self.window}), got {self.warmup} (--warmup)")
         if self.refine_share >= self.vae_share:
@@ -570,7 +571,7 @@ def _dream_pictures(run: Run, lamp: Lamp, stage: str) -> None:
     folder = run.stage_folder(stage)
     dream = Dream(lamp, seed=int_seed(run.seeds("samples")))
     frames = dream.decode(dream.advance(160))
-    contact_sheet([frames[:8], frames[::20][:8]], scale=2).save(folder / "samples.png")
+    contact_sheet([frames[:8], frames[::20][:8]], scale=2).save(folder / "dream.png")
     write_video(folder / "dream.gif", frames, fps=max(lamp.data.lamp_fps * 2, 5.0))
 
 
@@ -721,7 +722,7 @@ def _sharpen_pictures(folder: Path, sharpener: Sharpener) -> None:
 
 
 def upgrade_lamp(run: Run) -> tuple[Lamp, VAE]:
-    """The finished lamp named by init_from, and its VAE (decoder and encoder), to add an upsampler to."""
+    """The finished lamp named by init_from, and its VAE (decoder and encoder), to sharpen further."""
     c = run.config
     lamp = load_lamp(c.init_from, run.device)
     if lamp.encoder is None or lamp.upsampler is not None or lamp.base_size != c.base_size:
@@ -741,9 +742,9 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
         lamp, vae = upgrade_lamp(run)
         lamp.upsampler, sharpen_summary = sharpen_stage(run, vae, clips)
         lamp.name = run.config.name
-        lamp.training = {**lamp.training, "upgraded_by": {
+        lamp.training = {**lamp.training, "upgraded_by": [*_upgrades(lamp.training), {
             "config": dataclasses.asdict(run.config), "sharpen": sharpen_summary,
-            "package_version": __version__, "device": run.device.type}}
+            "package_version": __version__, "device": run.device.type}]}
     else:
         lamp = _train_new_lamp(run, clips)
     if run.world.main:
@@ -753,6 +754,12 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
         log.info("wrote %s", out)
     barrier(run.world)
     return lamp
+
+
+def _upgrades(training: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs that upgraded a lamp so far, oldest first (a lamp upgraded once by an earlier version holds a single record)."""
+    upgrades = training.get("upgraded_by", [])
+    return [upgrades] if isinstance(upgrades, dict) else list(upgrades)
 
 
 def _train_new_lamp(run: Run, clips: Footage) -> Lamp:
