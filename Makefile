@@ -43,15 +43,19 @@ fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-3000} $(PY) -m pytest tests/test_fuzz.py -q --timeout 3600
 
 # Retrain the shipped default lamp from the simulator (see README, "The default lamp"): a 64 px lamp
-# (VAE, refinement, RNN), then an upsampler to 256 px sharpened against discriminators on 256 px
-# simulator frames of other seeds.
+# (VAE, refinement, RNN), its decoder sharpened on 64 px simulator frames of other seeds, then an
+# upsampler to 256 px sharpened against discriminators on 256 px frames of those seeds.
 default-lamp: $(STAMP)
 	$(VENV)/bin/lavalamp train --sim-clips 48 --sim-frames 800 --sim-palette classic --seed 0 \
 		--vae-steps 2000 --refine-steps 500 --rnn-steps 8000 --frame-step 10 --kl-weight 0.5 --rollout 8 \
 		--rollout-weight 0.5 --context-noise 0.03 --decoder-loss l1 --threads 2 --name default-lamp \
 		--run-dir runs/default-lamp-64 --out runs/default-lamp-64/lamp.safetensors
 	$(VENV)/bin/lavalamp train --sim-clips 32 --sim-frames 240 --sim-palette classic --sim-seed 100 \
-		--frame-size 256 --init-from runs/default-lamp-64/lamp.safetensors --sharpen-steps 2000 \
+		--init-from runs/default-lamp-64/lamp.safetensors --decoder-loss adversarial --sharpen-steps 2000 \
+		--adversarial-weight 0.1 --threads 2 --name default-lamp --run-dir runs/default-lamp-64-sharp \
+		--out runs/default-lamp-64-sharp/lamp.safetensors
+	$(VENV)/bin/lavalamp train --sim-clips 32 --sim-frames 240 --sim-palette classic --sim-seed 100 \
+		--frame-size 256 --init-from runs/default-lamp-64-sharp/lamp.safetensors --sharpen-steps 2000 \
 		--adversarial-weight 0.1 --threads 2 --name default-lamp --run-dir runs/default-lamp-256 \
 		--out models/default_lamp.safetensors
 

@@ -1,6 +1,8 @@
 """The Makefile's set-up: a system that cannot make the venv gets one line saying what it needs."""
 
+import dataclasses
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -56,3 +58,33 @@ def test_the_makefiles_minimum_python_is_pyprojects():
     pyproject = (ROOT / "pyproject.toml").read_text()
     minimum = re.search(r"^PYTHON_MIN := (\S+)$", makefile, re.M).group(1)
     assert f'requires-python = ">={minimum}"' in pyproject
+
+
+def default_lamp_commands() -> list[list[str]]:
+    """The `lavalamp train` commands of `make default-lamp`, as argument lists after `train`."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    dry = subprocess.run(["make", "-C", str(ROOT), "-n", "-W", "pyproject.toml", "-o",
+                          ".venv/.installed", "default-lamp"], capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.replace("\\\n", " ").splitlines()  # one line per command
+    return [shlex.split(line)[2:] for line in lines if "lavalamp train" in line]
+
+
+def test_make_default_lamps_commands_pass_the_trainers_checks_and_chain_into_the_shipped_lamp(tmp_path):
+    from lavalamp.daemon.cli import build_parser
+    from lavalamp.train.trainer import TrainConfig
+
+    commands = default_lamp_commands()
+    assert len(commands) == 3
+    parser = build_parser("train")
+    configs, outs = [], []
+    for argv in commands:
+        args = parser.parse_args(["train", *argv])
+        train = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None}
+        configs.append(TrainConfig(**train))  # every field and rule checked, as the run would
+        outs.append(str(args.out))
+    assert [c.init_from for c in configs] == ["", outs[0], outs[1]]
+    assert [c.frame_size for c in configs] == [64, 64, 256]
+    assert configs[1].decoder_loss == "adversarial" and outs[2] == "models/default_lamp.safetensors"
