@@ -175,9 +175,12 @@ def test_init_from_sharpens_the_decoder_then_adds_an_upsampler_keeping_encoder_a
         for lamp in lamps[1:]:
             assert all(torch.equal(first[k], getattr(lamp, name).state_dict()[k]) for k in first), name
     for lamp in (middle, after):
-        assert torch.equal(before.start_contexts, lamp.start_contexts)
-        assert lamp.temperature == before.temperature and lamp.data == before.data
+        assert torch.equal(before.start_contexts, lamp.start_contexts) and lamp.data == before.data
     upgrades = after.training["upgraded_by"]
+    calibration = upgrades[0]["calibration"]  # a sharpened decoder moves differently: measured again
+    assert calibration["previous_temperature"] == before.temperature
+    assert middle.temperature == calibration["temperature"] == after.temperature
+    assert calibration["footage_frame_step"] == 2 and "calibration" not in upgrades[1]
     assert [u["config"]["frame_size"] for u in upgrades] == [64, 128]
     assert upgrades[0]["sharpen"]["adversarial"] and upgrades[0]["sharpen"]["step"] == 6
     assert not upgrades[1]["sharpen"]["adversarial"] and upgrades[1]["sharpen"]["step"] == 6

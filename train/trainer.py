@@ -742,9 +742,11 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
         lamp, vae = upgrade_lamp(run)
         lamp.upsampler, sharpen_summary = sharpen_stage(run, vae, clips)
         lamp.name = run.config.name
-        lamp.training = {**lamp.training, "upgraded_by": [*_upgrades(lamp.training), {
-            "config": dataclasses.asdict(run.config), "sharpen": sharpen_summary,
-            "package_version": __version__, "device": run.device.type}]}
+        record = {"config": dataclasses.asdict(run.config), "sharpen": sharpen_summary,
+                  "package_version": __version__, "device": run.device.type}
+        if not run.config.upsampled and run.world.main:  # a new decoder moves its frames differently
+            record["calibration"] = recalibrate(run, lamp, clips)
+        lamp.training = {**lamp.training, "upgraded_by": [*_upgrades(lamp.training), record]}
     else:
         lamp = _train_new_lamp(run, clips)
     if run.world.main:
@@ -754,6 +756,16 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
         log.info("wrote %s", out)
     barrier(run.world)
     return lamp
+
+
+def recalibrate(run: Run, lamp: Lamp, clips: Footage) -> dict[str, Any]:
+    """The lamp's temperature calibrated again for its sharpened decoder, on this run's footage
+    taken at the lamp's own rate (whatever --frame-step says: the RNN's step is fixed)."""
+    step = max(1, round(clips.fps / lamp.data.lamp_fps))
+    before = lamp.temperature
+    summary = calibrate_temperature(lamp, clips.at_size(lamp.base_size).train, step,
+                                    int_seed(run.seeds("calibration")))
+    return {**summary, "previous_temperature": before, "footage_frame_step": step}
 
 
 def _upgrades(training: dict[str, Any]) -> list[dict[str, Any]]:
