@@ -56,8 +56,8 @@ def test_train_writes_a_loadable_lamp_and_a_run_folder(tmp_path, clip):
     assert lamp.data.frame_step == 2 and lamp.data.lamp_fps == 15.0
     assert "clip.npz" in lamp.data.description
     assert lamp.training["stages"]["vae"]["step"] == 6 and lamp.training["stages"]["refine"]["step"] == 6
-    for stage in ("vae", "refine", "rnn"):
-        for name in ("losses.csv", "losses.png", "samples.png", "dream.gif", "state.pt"):
+    for stage, sheet in (("vae", "samples.png"), ("refine", "samples.png"), ("rnn", "dream.png")):
+        for name in ("losses.csv", "losses.png", sheet, "dream.gif", "state.pt"):
             assert (run / stage / name).stat().st_size > 0, f"{stage}/{name}"
     assert (run / "settings.json").exists() and (run / "latents.npz").exists()
 
