@@ -1,6 +1,5 @@
 """The Makefile's set-up: a system that cannot make the venv gets one line saying what it needs."""
 
-import dataclasses
 import re
 import shlex
 import shutil
@@ -71,8 +70,9 @@ def default_lamp_commands() -> list[list[str]]:
     return [shlex.split(line)[2:] for line in lines if "lavalamp train" in line]
 
 
-def test_make_default_lamps_commands_pass_the_trainers_checks_and_chain_into_the_shipped_lamp(tmp_path):
+def test_make_default_lamps_commands_pass_the_trainers_checks_and_chain_into_the_shipped_lamp():
     from lavalamp.daemon.cli import build_parser
+    from lavalamp.train.train_cli import config_fields
     from lavalamp.train.trainer import TrainConfig
 
     commands = default_lamp_commands()
@@ -81,9 +81,7 @@ def test_make_default_lamps_commands_pass_the_trainers_checks_and_chain_into_the
     configs, outs = [], []
     for argv in commands:
         args = parser.parse_args(["train", *argv])
-        train = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if getattr(args, f.name, None) is not None}
-        configs.append(TrainConfig(**train))  # every field and rule checked, as the run would
+        configs.append(TrainConfig(**config_fields(args)))  # every field and rule checked, as the run would
         outs.append(str(args.out))
     assert [c.init_from for c in configs] == ["", outs[0], outs[1]]
     assert [c.frame_size for c in configs] == [64, 64, 256]

@@ -119,9 +119,7 @@ def _settings(args: argparse.Namespace) -> dict:
     if not args.sources and args.sim_clips <= 0:
         raise ValueError("no footage: name video files, image folders or .npz clips, or use "
                          "--sim-clips N")
-    train = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if getattr(args, f.name, None) is not None}
-    train.update(_budget(args))
+    train = {**config_fields(args), **_budget(args)}
     crop = _crop(args.crop) if args.crop else None
     footage = {"crop": crop, "auto_crop": args.auto_crop, "dedupe_threshold": args.dedupe,
                "default_fps": args.default_fps, "val_fraction": args.val_fraction, "mirror": args.mirror}
@@ -129,6 +127,12 @@ def _settings(args: argparse.Namespace) -> dict:
             "sources": [str(Path(s).resolve()) for s in args.sources],
             "simulator": {"clips": args.sim_clips, "frames": args.sim_frames, "seed": args.sim_seed,
                           "palette": args.sim_palette}}
+
+
+def config_fields(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields given on the command line (the budget options aside)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if getattr(args, f.name, None) is not None}
 
 
 def _budget(args: argparse.Namespace) -> dict:

@@ -769,7 +769,8 @@ def recalibrate(run: Run, lamp: Lamp, clips: Footage) -> dict[str, Any]:
 
 
 def _upgrades(training: dict[str, Any]) -> list[dict[str, Any]]:
-    """The runs that upgraded a lamp so far, oldest first (a lamp upgraded once by an earlier version holds a single record)."""
+    """The runs that upgraded a lamp so far, oldest first (a lamp upgraded once by an earlier
+    version holds a single record, not a list)."""
     upgrades = training.get("upgraded_by", [])
     return [upgrades] if isinstance(upgrades, dict) else list(upgrades)
 
