@@ -17,6 +17,7 @@ from safetensors.torch import load, save
 from . import __version__, one_line
 from .atomic import atomic_write_bytes
 from .conv import ConvDecoder, ConvEncoder
+from .grain import grain_pattern
 from .header import (MAX_CHECKPOINT_BYTES, DataInfo, HeaderError, LampHeader, check_tensors,
                      parse_lamp, split_file)
 from .latent import LatentStats
@@ -61,6 +62,10 @@ class Lamp:
     training: dict[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
     """Sampling temperature calibrated after training so the dream moves like the footage."""
+    grain: float = 0.0
+    """Std (levels of 255) of the footage's fixed grain, added to every frame as one fixed pattern
+    (grain.py; 0 = none)."""
+    _grain: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def frame_size(self) -> int:
@@ -85,6 +90,7 @@ class Lamp:
                 module.to(device)
         for name in ("latent_mean", "latent_std", "start_contexts"):
             setattr(self, name, getattr(self, name).to(device))
+        self._grain = None
         return self
 
     def decode_base(self, u: torch.Tensor) -> torch.Tensor:
@@ -94,7 +100,17 @@ class Lamp:
     def decode(self, u: torch.Tensor) -> torch.Tensor:
         """Standardized latents (B,D) -> frames (B,3,S,S) in [0,1], S = frame_size."""
         frames = self.decode_base(u)
-        return self.upsampler(frames) if self.upsampler is not None else frames
+        frames = self.upsampler(frames) if self.upsampler is not None else frames
+        return frames + self.grain_pattern(frames) if self.grain > 0 else frames
+
+    def grain_pattern(self, frames: torch.Tensor) -> torch.Tensor:
+        """The lamp's grain (3,S,S) for frames like `frames`: made once per size, device and dtype."""
+        kept = self._grain
+        if kept is None or kept.shape[-1] != frames.shape[-1] or kept.device != frames.device \
+                or kept.dtype != frames.dtype:
+            kept = self._grain = grain_pattern(frames.shape[-1], self.grain, device=frames.device,
+                                               dtype=frames.dtype)
+        return kept
 
 
 def default_lamp_path() -> Path:
@@ -122,6 +138,7 @@ def save_lamp(lamp: Lamp, path: str | Path) -> None:
         "has_encoder": lamp.encoder is not None,
         "upsampler_config": None if lamp.upsampler is None else dataclasses.asdict(lamp.upsampler.config),
         "temperature": lamp.temperature,
+        "grain": lamp.grain,
         "training": lamp.training,
     }
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
@@ -213,7 +230,8 @@ def _build_lamp(header: LampHeader, tensors: dict[str, torch.Tensor]) -> Lamp:
                 decoder=decoder, rnn=rnn, latent_mean=tensors["latent.mean"],
                 latent_std=tensors["latent.std"], reference=header.reference,
                 start_contexts=tensors["latent.start_contexts"], data=header.data, encoder=encoder,
-                upsampler=upsampler, training=dict(header.training), temperature=header.temperature)
+                upsampler=upsampler, training=dict(header.training), temperature=header.temperature,
+                grain=header.grain)
 
 
 def _load_weights(module: torch.nn.Module, prefix: str, tensors: dict[str, torch.Tensor]) -> None:

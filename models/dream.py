@@ -12,6 +12,7 @@ PROOF_CONTEXTS = 16  # start contexts decoded when a lamp is loaded (spread over
 PROOF_STEPS = 300  # dream steps a lamp must take with finite latents when it is loaded
 PROOF_DECODES = 6  # of those, frames decoded
 PROOF_UPSAMPLES = 2  # of each set of proof frames, enlarged by the upsampler (the rest stay small)
+DECODE_BATCH = 32  # frames Dream.decode decodes at once
 MIN_FRAME_SPREAD = 0.05 / 255  # a frame whose every channel varies less than this is flat
 
 
@@ -148,5 +149,8 @@ class Dream:
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Standardized latents (B,D) -> uint8 frames (B,S,S,3)."""
-        return frames_to_uint8(self.lamp.decode(latents.to(self.lamp.latent_mean.device)))
+        """Standardized latents (B,D) -> uint8 frames (B,S,S,3), DECODE_BATCH at a time (a large
+        lamp's activations for hundreds of frames at once would take gigabytes)."""
+        device = self.lamp.latent_mean.device
+        return np.concatenate([frames_to_uint8(self.lamp.decode(latents[i:i + DECODE_BATCH].to(device)))
+                               for i in range(0, max(len(latents), 1), DECODE_BATCH)])

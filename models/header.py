@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .grain import MAX_GRAIN
 from .latent import LatentStats
 from .rnn import LatentRNN, LatentRNNConfig
 from .upsample import Upsampler, UpsamplerConfig
@@ -34,7 +35,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "channels": (1, 4096), "blocks": (1, 64), "fps": (1e-3, 1000.0), "frame_step": (1, 100_000),
 }
 TOP_LEVEL = {"name", "decoder_kind", "decoder_config", "rnn_config", "upsampler_config", "reference",
-             "data", "has_encoder", "temperature", "training"}
+             "data", "has_encoder", "temperature", "grain", "training"}
 DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
           torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
 ITEM_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "U8": 1, "I8": 1,
@@ -74,6 +75,7 @@ class LampHeader:
     data: DataInfo
     has_encoder: bool
     temperature: float
+    grain: float = 0.0
     training: dict[str, Any] = field(default_factory=dict)
     decoder_kind: str = "vae"
 
@@ -159,6 +161,7 @@ def parse_lamp(text: str) -> LampHeader:
                       data=typed(DataInfo, obj.get("data"), "data"),
                       has_encoder=_value(obj.get("has_encoder", False), bool, "has_encoder"),
                       temperature=_number(obj.get("temperature", 1.0), "temperature", 1e-4, 100.0),
+                      grain=_number(obj.get("grain", 0.0), "grain", 0.0, MAX_GRAIN),
                       training=training)
 
 

@@ -186,6 +186,20 @@ def test_sharpness_is_one_against_itself_and_below_for_a_blurred_dream(reference
     assert soft["ratio"] < 0.6 and soft["generated_edge_energy"] < soft["reference_edge_energy"]
 
 
+def test_the_report_gives_the_fixed_grain_of_each_side(reference):
+    def grainy(frames, seed):
+        grain = np.random.default_rng(seed).normal(0, 2.0, frames.shape[1:])
+        return np.clip(frames + grain + 0.5, 0, 255).astype(np.uint8)
+
+    clips = [grainy(reference, 1), grainy(reference, 2)]  # two cameras, each its own pattern
+    clean = compare(reference[::STEP], clips)["sharpness"]
+    assert clean["reference_grain"] == pytest.approx(2.0, rel=0.12) and clean["generated_grain"] < 0.3
+    assert clean["ratio"] < 0.9  # the grain is edge energy the clean dream lacks
+    matched = compare(grainy(reference, 3)[::STEP], clips)["sharpness"]
+    assert matched["generated_grain"] == pytest.approx(2.0, rel=0.12)
+    assert matched["ratio"] == pytest.approx(1.0, abs=0.1)
+
+
 def test_several_reference_clips_are_one_reference_and_no_step_spans_two(reference):
     other = 255 - reference  # a different lamp: the jump between the clips is huge
     report = compare(reference[::STEP], [reference, other])

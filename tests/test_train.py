@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from lavalamp.models.checkpoint import load_lamp
+from lavalamp.train.trainer import lamp_texture
 
+GRAIN_128 = 3.0
+TINY_UPSAMPLER = ["--upsampler-channels", "8", "--upsampler-blocks", "1"]
 TINY = ["--steps", "6", "--base-channels", "4", "--latent-size", "6", "--hidden-size", "8",
         "--mixtures", "2", "--window", "6", "--warmup", "2", "--rollout", "3", "--frame-step", "2",
         "--vae-batch", "4", "--rnn-batch", "4", "--no-progress", "--device", "cpu", "--threads", "1"]
@@ -131,9 +134,11 @@ def test_kill_9_then_resume_finishes_the_run(tmp_path, clip):
 
 @pytest.fixture
 def clip_128(tmp_path):
+    """The disc at 128 px with a camera's fixed grain (std 3 levels, the same in every frame)."""
     path = tmp_path / "clip128.npz"
-    frames = moving_blob_clip(60, 0)
-    np.savez(path, frames=frames.repeat(2, axis=1).repeat(2, axis=2), fps=30.0)
+    frames = moving_blob_clip(60, 0).repeat(2, axis=1).repeat(2, axis=2)
+    grain = np.random.default_rng(9).normal(0, GRAIN_128, frames.shape[1:])
+    np.savez(path, frames=np.clip(frames + grain + 0.5, 0, 255).astype(np.uint8), fps=30.0)
     return path
 
 
@@ -141,9 +146,10 @@ def clip_128(tmp_path):
 def test_a_128_px_lamp_gets_an_upsampler_from_its_sharpening_stage(tmp_path, clip_128):
     run = tmp_path / "run"
     train(str(clip_128), "--run-dir", str(run), "--frame-size", "128", "--sharpen-crop", "32",
-          "--sharpen-batch", "2", *TINY)
+          "--sharpen-batch", "2", "--grain", "none", *TINY)
     lamp = load_lamp(run / "lamp.safetensors")
     assert lamp.frame_size == 128 and lamp.base_size == 64 and lamp.upsampler is not None
+    assert lamp.grain == 0.0 and lamp.training["grain"] == {"setting": "none", "std": 0.0}
     sharpen = lamp.training["stages"]["sharpen"]
     assert sharpen["step"] == 6 and sharpen["adversarial"] and sharpen["failure"] is None
     assert 0 < sharpen["edge_ratio"] and 0 < sharpen["diversity"]
@@ -163,9 +169,17 @@ def test_init_from_sharpens_the_decoder_then_adds_an_upsampler_keeping_encoder_a
           "--decoder-loss", "adversarial", "--adversarial-start", "0.5", *TINY)
     train(str(clip_128), "--run-dir", str(tmp_path / "run128"), "--out", str(big),
           "--frame-size", "128", "--init-from", str(sharp), "--sharpen-crop", "32",
-          "--decoder-loss", "l1", *TINY)
+          "--decoder-loss", "l1", *TINY_UPSAMPLER, *TINY)
     before, middle, after = load_lamp(small), load_lamp(sharp), load_lamp(big)
     assert middle.frame_size == 64 and middle.upsampler is None
+    # the grain is the footage's at the lamp's own size: none in the clean 64 px disc, the 128 px
+    # clip's fixed grain once the upsampler makes 128 px frames
+    assert before.grain < 0.2 and middle.grain < 0.2
+    grain = after.training["grain"]
+    assert grain["setting"] == "auto" and grain["footage"]["std"] == pytest.approx(GRAIN_128, rel=0.1)
+    assert after.grain ** 2 + grain["lamp_texture"] ** 2 == pytest.approx(grain["footage"]["std"] ** 2,
+                                                                          rel=0.01)
+    assert lamp_texture(after, seed=1) == pytest.approx(grain["footage"]["std"], rel=0.15)
     assert after.frame_size == 128 and after.upsampler is not None and before.upsampler is None
     old, new = before.decoder.state_dict(), middle.decoder.state_dict()
     assert not all(torch.equal(old[k], new[k]) for k in old), "the decoder was not sharpened"
@@ -177,10 +191,13 @@ def test_init_from_sharpens_the_decoder_then_adds_an_upsampler_keeping_encoder_a
     for lamp in (middle, after):
         assert torch.equal(before.start_contexts, lamp.start_contexts) and lamp.data == before.data
     upgrades = after.training["upgraded_by"]
-    calibration = upgrades[0]["calibration"]  # a sharpened decoder moves differently: measured again
-    assert calibration["previous_temperature"] == before.temperature
-    assert middle.temperature == calibration["temperature"] == after.temperature
-    assert calibration["footage_frame_step"] == 2 and "calibration" not in upgrades[1]
+    # sharper frames move differently: each upgrade measures again, at the lamp's own frame size
+    first, second = (u["calibration"] for u in upgrades)
+    assert first["previous_temperature"] == before.temperature
+    assert middle.temperature == first["temperature"] == second["previous_temperature"]
+    assert after.temperature == second["temperature"]
+    assert [first["frame_size"], second["frame_size"]] == [64, 128]
+    assert first["footage_frame_step"] == second["footage_frame_step"] == 2
     assert [u["config"]["frame_size"] for u in upgrades] == [64, 128]
     assert upgrades[0]["sharpen"]["adversarial"] and upgrades[0]["sharpen"]["step"] == 6
     assert not upgrades[1]["sharpen"]["adversarial"] and upgrades[1]["sharpen"]["step"] == 6
@@ -195,6 +212,7 @@ def test_init_from_sharpens_the_decoder_then_adds_an_upsampler_keeping_encoder_a
     (["--decoder-loss", "blurry"], "decoder_loss must be one of"),
     (["--init-from", "x.safetensors", "--decoder-loss", "l1"], "init_from needs something to train"),
     (["--frame-size", "100"], "sizes must be in"),
+    (["--grain", "0.5"], "grain must be one of"),
 ])
 @pytest.mark.slow
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, clip, args, message):

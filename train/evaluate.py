@@ -29,7 +29,8 @@ Report (report.json); distances and differences are on the 0..255 pixel scale:
 - `sharpness`: edge energy (mean absolute difference between horizontally and vertically
   neighbouring pixels, at the lamp's own frame size) of each side, and `ratio` = generated /
   reference (1 = as sharp as the footage; below: softer; above: noisier); the same ratio between
-  alternating time blocks of the reference as a baseline.
+  alternating time blocks of the reference as a baseline; and the fixed grain (the std, 0..255, of
+  the noise pattern that stays put, see models/grain.py) of the dream and of the reference.
 - `colour`: mean RGB of each side and their distance; total-variation distance (0..1) between joint
   RGB histograms (HISTOGRAM_BINS per channel); the same histogram distance between alternating
   time blocks of the reference as a baseline.
@@ -54,6 +55,7 @@ from PIL import Image
 from lavalamp.models.atomic import atomic_write_bytes
 from lavalamp.models.checkpoint import Lamp, load_lamp
 from lavalamp.models.dream import Dream
+from lavalamp.models.grain import estimate_grain
 from lavalamp.models.latent import LatentStats, latent_stats
 from lavalamp.models.limits import check_temperature
 from lavalamp.models.motion import step_motion
@@ -291,14 +293,19 @@ def frame_edge_energy(frames: np.ndarray) -> float:
     return total / len(frames)
 
 
-def sharpness(generated: np.ndarray, reference: np.ndarray) -> dict[str, float | None]:
-    """Edge energy of both, their ratio, and the ratio between the reference's alternating blocks."""
-    gen, ref = frame_edge_energy(generated), frame_edge_energy(reference)
-    a, b = alternating_blocks(len(reference), BASELINE_BLOCKS)
+def sharpness(generated: np.ndarray, reference: np.ndarray | list[np.ndarray]) -> dict[str, float | None]:
+    """Edge energy of both, their ratio, the ratio between the reference's alternating blocks, and
+    the fixed grain of each side (grain.py: the median over the reference's clips)."""
+    clips = as_clips(reference)
+    joined = np.concatenate(clips) if len(clips) > 1 else clips[0]
+    gen, ref = frame_edge_energy(generated), frame_edge_energy(joined)
+    a, b = alternating_blocks(len(joined), BASELINE_BLOCKS)
     return {"generated_edge_energy": gen, "reference_edge_energy": ref,
             "ratio": gen / ref if ref > 0 else None,
-            "reference_baseline_ratio": frame_edge_energy(reference[a]) / max(
-                frame_edge_energy(reference[b]), 1e-9)}
+            "reference_baseline_ratio": frame_edge_energy(joined[a]) / max(
+                frame_edge_energy(joined[b]), 1e-9),
+            "generated_grain": estimate_grain([generated])["std"],
+            "reference_grain": estimate_grain(clips)["std"]}
 
 
 # ---------------------------------------------------------------- report
@@ -328,7 +335,7 @@ def evaluate_frames(generated: np.ndarray, reference: np.ndarray | list[np.ndarr
             "frozen": frozen(generated, lamp_rate, lamp_fps),
             "repetition": repetition(generated, lamp_rate, config.min_gap_steps),
             "colour": colour(generated, joined),
-            "sharpness": sharpness(generated, joined),
+            "sharpness": sharpness(generated, clips),
             "critic": critics(generated, clips, step, config)}
 
 

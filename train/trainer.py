@@ -20,6 +20,7 @@ from lavalamp.models.atomic import atomic_write_bytes
 from lavalamp.models.checkpoint import DataInfo, Lamp, load_lamp, save_lamp
 from lavalamp.models.conv import MAX_CHANNELS as MAX_CONV_CHANNELS
 from lavalamp.models.dream import Dream, frames_to_float, frames_to_uint8
+from lavalamp.models.grain import GRAIN_FRAMES, estimate_grain, sequence_grain
 from lavalamp.models.fields import documented, field_problem, option
 from lavalamp.models.latent import latent_stats, project_to_sphere, slerp
 from lavalamp.models.limits import FRAME_SIZES
@@ -42,11 +43,14 @@ STATE_FILE = "state.pt"
 START_CONTEXTS = 64
 START_CONTEXT_STEPS = 8
 SEED_STREAMS = ("vae weights", "vae steps", "refine steps", "sharpen weights", "sharpen steps",
-                "rnn weights", "rnn steps", "rnn validation", "start contexts", "calibration", "samples")
+                "rnn weights", "rnn steps", "rnn validation", "start contexts", "calibration", "samples",
+                "grain")
 """The run's random streams, one child each of SeedSequence(--seed), spawned in this order: a stage's
 initial weights (torch), its steps (batches in NumPy and noise in torch, each process its own), the
-RNN's validation windows, the lamp's start contexts, the calibration dreams and the sample dreams."""
+RNN's validation windows, the lamp's start contexts, the calibration dreams, the sample dreams and
+the dream whose fixed texture the grain makes up for."""
 DECODER_LOSSES = ("l1", "adversarial")
+GRAIN_CHOICES = ("auto", "none")
 MAX_SEED = 2**63 - 1
 SHARPEN_VALIDATION_FRAMES = 48
 VALIDATE_EVERY_STEPS = 100
@@ -54,6 +58,7 @@ CALIBRATION_TEMPERATURES = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
 CALIBRATION_TOLERANCE = 1.1
 CALIBRATION_DREAMS = 2
 CALIBRATION_STEPS = 300
+TEXTURE_STRIDE = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +132,9 @@ class TrainConfig:
                                                  "gets as the footage itself reduced to base_size, "
                                                  "not as the VAE's reconstruction (the edges are then "
                                                  "exactly where the footage's are).", least=0, most=1)
+    grain: str = documented("auto", "The lamp's fixed grain: 'auto' (the footage's own, estimated at "
+                                    "frame_size and added to every frame as one fixed pattern) or "
+                                    "'none' (clean frames).", choices=GRAIN_CHOICES)
     init_from: str = documented("", "A finished lamp of base_size whose encoder and RNN this run keeps: "
                                     "only the sharpening stage trains (an upsampler when frame_size "
                                     "is above base_size, else the lamp's own decoder).")
@@ -546,7 +554,7 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
     """
     if lamp.rnn.config.head != "mdn":
         return {"temperature": 1.0, "note": "deterministic head: nothing to calibrate"}
-    # the decoder's frames (an upsampler is added afterwards): the same size as the footage clips
+    # the lamp's frames (a new lamp's upsampler is added afterwards): the footage clips' size
     target = float(np.mean([step_motion(c[::frame_step]).mean() for c in clips if len(c) > frame_step]))
     ratios = {}
     for t in CALIBRATION_TEMPERATURES:
@@ -744,12 +752,13 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
         lamp.name = run.config.name
         record = {"config": dataclasses.asdict(run.config), "sharpen": sharpen_summary,
                   "package_version": __version__, "device": run.device.type}
-        if not run.config.upsampled and run.world.main:  # a new decoder moves its frames differently
+        if run.world.main:  # sharper frames change more pixels per step: measured again
             record["calibration"] = recalibrate(run, lamp, clips)
         lamp.training = {**lamp.training, "upgraded_by": [*_upgrades(lamp.training), record]}
     else:
         lamp = _train_new_lamp(run, clips)
     if run.world.main:
+        set_grain(run, lamp, clips)
         _dream_pictures(run, lamp, "sharpen" if run.config.init_from else "rnn")
         save_lamp(lamp, run.folder / "lamp.safetensors")
         save_lamp(lamp, out)
@@ -758,14 +767,43 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     return lamp
 
 
+def set_grain(run: Run, lamp: Lamp, clips: Footage) -> None:
+    """Give the lamp the fixed grain its frames lack (with 'auto'), or none: the footage's grain
+    (estimated at the lamp's frame size) less the fixed texture the lamp's frames already carry
+    (an upsampler leaves some), as stds of independent patterns add: in quadrature."""
+    lamp.grain = 0.0
+    if run.config.grain == "none":
+        lamp.training = {**lamp.training, "grain": {"setting": "none", "std": 0.0}}
+        return
+    footage = estimate_grain(clips.at_size(lamp.frame_size).train)
+    own = lamp_texture(lamp, int_seed(run.seeds("grain")))
+    lamp.grain = round(math.sqrt(max(0.0, footage["std"] ** 2 - own ** 2)), 4)
+    lamp.training = {**lamp.training, "grain": {"setting": "auto", "std": lamp.grain,
+                                                "footage": footage, "lamp_texture": own}}
+    log.info("grain %.3f levels of 255: the footage's %.3f less the lamp's own fixed texture %.3f",
+             lamp.grain, footage["std"], own)
+
+
+@torch.no_grad()
+def lamp_texture(lamp: Lamp, seed: int) -> float:
+    """The fixed grain (grain.py) of the lamp's own frames: GRAIN_FRAMES frames of one dream, taken
+    every TEXTURE_STRIDE steps so that the wax moves between them as it does in the footage."""
+    dream = Dream(lamp, seed=seed)
+    latents = dream.advance(GRAIN_FRAMES * TEXTURE_STRIDE)[TEXTURE_STRIDE - 1::TEXTURE_STRIDE]
+    return round(sequence_grain(dream.decode(latents)), 4)
+
+
 def recalibrate(run: Run, lamp: Lamp, clips: Footage) -> dict[str, Any]:
-    """The lamp's temperature calibrated again for its sharpened decoder, on this run's footage
-    taken at the lamp's own rate (whatever --frame-step says: the RNN's step is fixed)."""
+    """The lamp's temperature calibrated again for its sharpened frames, at its own frame size (where
+    it is shown and judged: a crisper rim moves more pixels per step than the decoder's soft one),
+    on this run's footage taken at the lamp's own rate (whatever --frame-step says: the RNN's step
+    is fixed)."""
     step = max(1, round(clips.fps / lamp.data.lamp_fps))
     before = lamp.temperature
-    summary = calibrate_temperature(lamp, clips.at_size(lamp.base_size).train, step,
+    summary = calibrate_temperature(lamp, clips.at_size(lamp.frame_size).train, step,
                                     int_seed(run.seeds("calibration")))
-    return {**summary, "previous_temperature": before, "footage_frame_step": step}
+    return {**summary, "previous_temperature": before, "footage_frame_step": step,
+            "frame_size": lamp.frame_size}
 
 
 def _upgrades(training: dict[str, Any]) -> list[dict[str, Any]]:
