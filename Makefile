@@ -44,7 +44,8 @@ fuzz: $(STAMP)
 
 # Retrain the shipped default lamp from the simulator (see README, "The default lamp"): a 64 px lamp
 # (VAE, refinement, RNN), its decoder sharpened on 64 px simulator frames of other seeds, then an
-# upsampler to 256 px sharpened against discriminators on 256 px frames of those seeds.
+# upsampler to 256 px sharpened against discriminators on 256 px frames of those seeds. Each step
+# calibrates the temperature on its own frames and gives the lamp its footage's grain.
 default-lamp: $(STAMP)
 	$(VENV)/bin/lavalamp train --sim-clips 48 --sim-frames 800 --sim-palette classic --seed 0 \
 		--vae-steps 2000 --refine-steps 500 --rnn-steps 8000 --frame-step 10 --kl-weight 0.5 --rollout 8 \

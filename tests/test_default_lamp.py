@@ -7,6 +7,7 @@ import torch
 from lavalamp.models.checkpoint import default_lamp_path, load_lamp
 from lavalamp.models.dream import Dream
 from lavalamp.models.motion import step_motion
+from lavalamp.train.simulator import SimulatorConfig
 
 MAX_BYTES = 10 * 1024 * 1024
 
@@ -28,6 +29,13 @@ def test_the_default_lamp_describes_itself():
     calibrations = [lamp.training["calibration"], *(u["calibration"] for u in upgrades if "calibration" in u)]
     assert 0 < lamp.temperature <= 1 and calibrations[-1]["temperature"] == lamp.temperature
     assert lamp.rnn.config.sphere and lamp.decoder_config.sphere
+    # the simulator's grain (SimulatorConfig.grain), less what the lamp's own frames already carry
+    grain = lamp.training["grain"]
+    assert grain["setting"] == "auto" and grain["footage"]["std"] == pytest.approx(SimulatorConfig().grain,
+                                                                                  rel=0.05)
+    assert 0 < lamp.grain < grain["footage"]["std"]
+    assert lamp.grain ** 2 + grain["lamp_texture"] ** 2 == pytest.approx(grain["footage"]["std"] ** 2,
+                                                                         rel=0.01)
 
 
 @pytest.mark.slow
