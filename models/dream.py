@@ -22,7 +22,7 @@ class NonFiniteFrames(ValueError):
 
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
     """Frames (B,3,S,S) in [0,1] -> uint8 array (B,S,S,3)."""
-    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return frames.mul(255).clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def frames_to_float(frames: np.ndarray) -> torch.Tensor:
@@ -33,8 +33,11 @@ def frames_to_float(frames: np.ndarray) -> torch.Tensor:
 def check_frames(frames: torch.Tensor) -> torch.Tensor:
     """`frames` (B,3,S,S) if every pixel is finite, else NonFiniteFrames (a cast to uint8 would
     turn NaN into black and the lamp would look merely dark)."""
-    if not bool(torch.isfinite(frames).all()):
-        raise NonFiniteFrames(f"{int((~torch.isfinite(frames)).sum())} non-finite pixel values")
+    if bool(torch.isfinite(frames.sum())):  # one reduction: NaN and inf carry through a sum
+        return frames
+    bad = int((~torch.isfinite(frames)).sum())  # or finite values so large their sum overflows
+    if bad:
+        raise NonFiniteFrames(f"{bad} non-finite pixel values")
     return frames
 
 
