@@ -293,11 +293,11 @@ def frame_edge_energy(frames: np.ndarray) -> float:
     return total / len(frames)
 
 
-def sharpness(generated: np.ndarray, reference: np.ndarray | list[np.ndarray]) -> dict[str, float | None]:
-    """Edge energy of both, their ratio, the ratio between the reference's alternating blocks, and
-    the fixed grain of each side (grain.py: the median over the reference's clips)."""
-    clips = as_clips(reference)
-    joined = np.concatenate(clips) if len(clips) > 1 else clips[0]
+def sharpness(generated: np.ndarray, joined: np.ndarray,
+              clips: list[np.ndarray]) -> dict[str, float | None]:
+    """Edge energy of both, their ratio, the ratio between the reference's alternating blocks
+    (`joined`: the clips one after another), and the fixed grain of each side (grain.py: the
+    median over the reference's clips)."""
     gen, ref = frame_edge_energy(generated), frame_edge_energy(joined)
     a, b = alternating_blocks(len(joined), BASELINE_BLOCKS)
     return {"generated_edge_energy": gen, "reference_edge_energy": ref,
@@ -335,7 +335,7 @@ def evaluate_frames(generated: np.ndarray, reference: np.ndarray | list[np.ndarr
             "frozen": frozen(generated, lamp_rate, lamp_fps),
             "repetition": repetition(generated, lamp_rate, config.min_gap_steps),
             "colour": colour(generated, joined),
-            "sharpness": sharpness(generated, clips),
+            "sharpness": sharpness(generated, joined, clips),
             "critic": critics(generated, clips, step, config)}
 
 
