@@ -65,7 +65,8 @@ class Lamp:
     grain: float = 0.0
     """Std (levels of 255) of the footage's fixed grain, added to every frame as one fixed pattern
     (grain.py; 0 = none)."""
-    _grain: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    _grain: tuple[tuple, torch.Tensor] | None = field(default=None, init=False, repr=False,
+                                                      compare=False)
 
     @property
     def frame_size(self) -> int:
@@ -90,7 +91,6 @@ class Lamp:
                 module.to(device)
         for name in ("latent_mean", "latent_std", "start_contexts"):
             setattr(self, name, getattr(self, name).to(device))
-        self._grain = None
         return self
 
     def decode_base(self, u: torch.Tensor) -> torch.Tensor:
@@ -104,13 +104,12 @@ class Lamp:
         return frames + self.grain_pattern(frames) if self.grain > 0 else frames
 
     def grain_pattern(self, frames: torch.Tensor) -> torch.Tensor:
-        """The lamp's grain (3,S,S) for frames like `frames`: made once per size, device and dtype."""
-        kept = self._grain
-        if kept is None or kept.shape[-1] != frames.shape[-1] or kept.device != frames.device \
-                or kept.dtype != frames.dtype:
-            kept = self._grain = grain_pattern(frames.shape[-1], self.grain, device=frames.device,
-                                               dtype=frames.dtype)
-        return kept
+        """The lamp's grain (3,S,S) for frames like `frames`: made once per size, device, dtype and
+        grain std (a trainer sets a new std on a lamp that has decoded with the old one)."""
+        key = (frames.shape[-1], frames.device, frames.dtype, self.grain)
+        if self._grain is None or self._grain[0] != key:
+            self._grain = key, grain_pattern(key[0], self.grain, device=key[1], dtype=key[2])
+        return self._grain[1]
 
 
 def default_lamp_path() -> Path:

@@ -87,3 +87,15 @@ def _saved(lamp, folder):
     path = folder / "clean.safetensors"
     save_lamp(lamp, path)
     return path
+
+
+def test_a_new_grain_std_is_drawn_anew_even_after_decoding_with_the_old_one():
+    lamp = make_lamp()
+    z = torch.zeros(1, lamp.latent_size)
+    with torch.inference_mode():
+        clean = lamp.decode(z)
+        lamp.grain = 1.0
+        weak = lamp.decode(z) - clean
+        lamp.grain = 4.0
+        strong = lamp.decode(z) - clean
+    assert float(strong.std() / weak.std()) == pytest.approx(4.0, rel=0.01)
