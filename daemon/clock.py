@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+START_FRAMES = 2  # a clock starts once it has the frame it shows first and the next, to fade toward
+
 
 class DisplayClock:
     """Maps monotonic seconds to a position in generated frames advancing at lamp_fps * speed.

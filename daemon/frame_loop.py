@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from lavalamp.models import EXIT_FAILURE
 
 from . import notify
-from .clock import DisplayClock
+from .clock import START_FRAMES, DisplayClock
 from .metrics import ScreenMetrics
 from .producer import Producer
 from .ring import RingBuffer
@@ -110,11 +110,11 @@ class FrameLoop:
             self._pace()
 
     def _start_clocks(self) -> bool:
-        """Start each shown dream's clock once it has two frames; whether all have started."""
+        """Start each shown dream's clock once it has START_FRAMES frames; whether all have started."""
         for lane in self.daemon.lanes:
             if lane.clock is not None or not lane.live:
                 continue
-            if not lane.ring.wait_for_frames(2, OFF_POLL_S):
+            if not lane.ring.wait_for_frames(START_FRAMES, OFF_POLL_S):
                 return False
             lane.clock = DisplayClock(lamp_fps=lane.source.lamp.data.lamp_fps,
                                       speed=self.daemon.config.display.speed, now=time.monotonic(),

@@ -14,6 +14,7 @@ import torch
 
 from lavalamp.models.checkpoint import LampLoadError, load_lamp
 
+from .clock import START_FRAMES
 from .config import ProducerConfig, one_line
 from .ring import RingBuffer
 from .source import FrameSource, LampBroken
@@ -172,10 +173,11 @@ class Producer:
             if self._paused.is_set():
                 self._stop.wait(POLL_S)
                 continue
-            # the first batch is one frame, so that the display can start at once; the second
-            # tops it up to a whole batch, so that the ring still fills to its last slot
+            # the first batch is what the display clock needs to start (so that it starts at
+            # once); the second tops it up to a whole batch, so that the ring still fills to its
+            # last slot
             made = self.frames_generated
-            size = 1 if made == 0 else batch - made % batch
+            size = min(START_FRAMES, batch) if made == 0 else batch - made % batch
             if not self.ring.wait_for_space(size, POLL_S):
                 continue
             started = time.perf_counter()

@@ -227,7 +227,7 @@ class FrameSource:
     def _observe_motion(self, frames: np.ndarray) -> Action:
         """Mean absolute change of each new frame from the one before (0..255), to the guard."""
         previous = self._last_raw if self._last_raw is not None else frames[0]
-        motion = step_motion(np.concatenate([previous[None], frames]))
+        motion = step_motion(frames, previous)
         if motion.max() >= self._guard_config.freeze_motion:
             self._frozen_dreams = 0
         self.motion = float(motion[-1])

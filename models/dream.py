@@ -21,8 +21,16 @@ class NonFiniteFrames(ValueError):
 
 
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """Frames (B,3,S,S) in [0,1] -> uint8 array (B,S,S,3)."""
-    return frames.mul(255).clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    """Frames (B,3,S,S) in [0,1] -> contiguous uint8 array (B,S,S,3).
+
+    The scaling writes straight into channels-last order, so that every later pass (rounding, the
+    cast, and whoever reads the frames: the motion measure, the ring, a video writer) runs over
+    contiguous memory; a permuted view would make each of them gather across channels.
+    """
+    b, c, h, w = frames.shape
+    out = torch.empty((b, h, w, c), dtype=frames.dtype, device=frames.device)
+    torch.mul(frames, 255, out=out.permute(0, 3, 1, 2))
+    return out.clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
 
 
 def frames_to_float(frames: np.ndarray) -> torch.Tensor:

@@ -1,10 +1,12 @@
-"""The dream's frame helpers: non-finite pixels caught and counted, floats to rounded uint8 frames."""
+"""The dream's frame helpers: non-finite pixels caught and counted, floats to rounded uint8 frames,
+the motion between frames."""
 
 import numpy as np
 import pytest
 import torch
 
 from lavalamp.models.dream import NonFiniteFrames, check_frames, frames_to_uint8
+from lavalamp.models.motion import mean_abs_diff, step_motion
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
@@ -28,3 +30,22 @@ def test_frames_become_rounded_uint8_in_channels_last_order():
     out = frames_to_uint8(frames)
     assert out.shape == (1, 1, 7, 3) and out.dtype == np.uint8
     assert out[0, 0, :, 0].tolist() == [0, 0, 1, 2, 255, 255, 0] and (out[..., 2] == 255).all()
+
+
+def test_frames_come_out_contiguous_with_each_pixel_where_a_permute_puts_it():
+    frames = torch.rand(3, 3, 8, 5) * 1.4 - 0.2
+    out = frames_to_uint8(frames)
+    expected = frames.mul(255).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert out.flags["C_CONTIGUOUS"] and np.array_equal(out, expected)
+
+
+def test_step_motion_is_the_mean_absolute_change_of_each_step_exactly():
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (7, 9, 11, 3), dtype=np.uint8)
+    frames[3] = frames[2]  # a step with no change
+    frames[5], frames[6] = 0, 255  # the largest change, both ways round
+    per_step = [mean_abs_diff(frames[i + 1], frames[i]) for i in range(6)]
+    assert step_motion(frames).tolist() == per_step
+    assert per_step[2] == 0.0 and per_step[5] == 255.0
+    assert step_motion(frames[1:], previous=frames[0]).tolist() == per_step
+    assert step_motion(frames[:1]).shape == (0,) and step_motion(frames[:1], frames[0]).tolist() == [0.0]

@@ -6,6 +6,7 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry
 
+from lavalamp.daemon.clock import START_FRAMES
 from lavalamp.daemon.config import GuardConfig, ProducerConfig
 from lavalamp.daemon.metrics import DaemonMetrics
 from lavalamp.daemon.producer import Fault, Producer, parse_fault
@@ -47,14 +48,15 @@ def test_it_fills_the_buffer_and_then_waits(parts):
     assert metric(registry, "lavalamp_frames_generated_total") == 24
 
 
-def test_the_first_batch_is_one_frame_and_then_whole_batches_fill_the_ring(parts, monkeypatch):
+def test_the_first_batch_is_what_the_display_clock_needs_and_then_whole_batches_fill_the_ring(parts, monkeypatch):
     producer, src, ring, _ = parts
     real, sizes = src.next_batch, []
     monkeypatch.setattr(src, "next_batch", lambda n: sizes.append(n) or real(n))
     producer()
     assert ring.wait_for_frames(16, timeout=20)
     assert wait_until(lambda: sum(sizes) == 16)
-    assert sizes == [1, 3, 4, 4, 4]  # the display can start after one decoded frame
+    assert START_FRAMES == 2
+    assert sizes == [2, 2, 4, 4, 4]  # the display clock starts after the first batch, not the second
 
 
 def test_a_ring_of_a_batch_plus_two_keeps_flowing_while_the_display_holds_two_frames():
