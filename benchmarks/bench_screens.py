@@ -30,21 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
 from bench_daemon import cpu_seconds, free_port, scrape, wait_first_frame  # noqa: E402
-
-XORG_CONF = ROOT / "deploy" / "xorg-two-monitors.conf"
-
-
-def start_xorg(work: Path) -> tuple[subprocess.Popen, str]:
-    read, write = os.pipe()
-    server = subprocess.Popen(["Xorg", "-displayfd", str(write), "-noreset", "-nolisten", "tcp",
-                               "-config", str(XORG_CONF), "-logfile", str(work / "Xorg.log")],
-                              pass_fds=(write,), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write)
-    with os.fdopen(read) as f:
-        return server, ":" + f.readline().strip()
-
+from tests.daemon_helpers import start_xorg  # noqa: E402  (the two-monitor Xorg of the tests)
 
 def total(metrics: dict[str, float], name: str) -> float:
     """A metric summed over its `screen` series."""
@@ -145,7 +133,7 @@ def main() -> None:
     if not shutil.which("Xorg") or os.geteuid() != 0:
         sys.exit("needs root and Xorg with the dummy driver (see deploy/README.md)")
     work = Path(tempfile.mkdtemp(prefix="bench-screens-"))
-    xorg, display = start_xorg(work)
+    xorg, display = start_xorg(work / "Xorg.log")
     env = {**os.environ, "DISPLAY": display, "SDL_VIDEODRIVER": "x11", "SDL_AUDIODRIVER": "dummy"}
     try:
         one = daemon(env, args.seconds, args.fps, "[0]", work, xorg)

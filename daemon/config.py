@@ -25,6 +25,10 @@ from lavalamp.models.limits import TEMPERATURE_RANGE
 MAX_CONFIG_BYTES = 256 * 1024  # a config file is a few kilobytes; anything bigger is a mistake
 MAX_DEPTH = 16  # nesting of YAML collections (a config needs 2)
 MAX_VALUES = 10_000  # YAML values after alias expansion (a config has about 60)
+# PyYAML's pure-Python parser, not libyaml's: a reload parses on a thread beside the frame loop, and
+# libyaml holds the GIL through a whole document (a config near its size bound stalls the frames for
+# half a second), where Python code hands it over every switch interval
+YAML_LOADER = yaml.SafeLoader
 MAX_QUOTE = 60  # characters of a value quoted in an error message
 
 # Keys that moved, old dotted name -> new: an old config file keeps working (the log says so).
@@ -343,8 +347,7 @@ def read_yaml(path: Path) -> Any:
                           "out to use the defaults)")
     try:
         _check_depth(text)
-        _check_expansion(yaml.compose(text, Loader=yaml.SafeLoader))
-        return yaml.safe_load(text)
+        return _compose_and_construct(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -375,10 +378,21 @@ def _read_text(path: Path) -> str:
         raise ConfigError(f"config file is not UTF-8 text (byte {exc.start})") from None
 
 
+def _compose_and_construct(text: str) -> Any:
+    """The document of `text`, composed once, checked for alias bombs, then built."""
+    loader = YAML_LOADER(text)
+    try:
+        node = loader.get_single_node()
+        _check_expansion(node)
+        return None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _check_depth(text: str) -> None:
     """Refuse collections nested deeper than MAX_DEPTH before anything recursive parses them."""
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for event in yaml.parse(text, Loader=YAML_LOADER):
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:

@@ -169,6 +169,23 @@ def drive(daemon, action, timeout: float = 60.0):
     return outcome.get("result")
 
 
+XORG_TWO_MONITORS = Path(__file__).resolve().parents[1] / "deploy" / "xorg-two-monitors.conf"
+
+
+def start_xorg(log: Path, config: Path = XORG_TWO_MONITORS) -> tuple[subprocess.Popen, str]:
+    """An Xorg server (as root) on the first free display, started with `config` and logging to
+    `log`; (the server, its DISPLAY) once it accepts connections."""
+    read, write = os.pipe()
+    server = subprocess.Popen(["Xorg", "-displayfd", str(write), "-noreset", "-nolisten", "tcp",
+                               "-config", str(config), "-logfile", str(log)],
+                              pass_fds=(write,), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as f:
+        number = f.readline().strip()  # written once the server accepts connections
+    return server, f":{number}"
+
+
 def free_port() -> int:
     """A TCP port free on loopback right now."""
     with socket.socket() as s:

@@ -17,11 +17,10 @@ from lavalamp.daemon.config import load_config
 from lavalamp.daemon.producer import Fault
 from lavalamp.daemon.service import EXIT_OK, Daemon
 
-from .daemon_helpers import NotifySocket, Running, drive, screenshot, write_config
+from .daemon_helpers import NotifySocket, Running, drive, screenshot, start_xorg, write_config
 from .deploy_support import unavailable
 from .fakes import mean_abs_diff, metric, save_fake_lamp, wait_until
 
-XORG_CONF = Path(__file__).resolve().parents[1] / "deploy" / "xorg-two-monitors.conf"
 W = 1920  # each monitor's width; the left one at +0+0, the right one at +1920+0
 
 
@@ -35,15 +34,7 @@ def two_monitors(tmp_path):
                     "x11-apps")
     if os.geteuid() != 0:
         unavailable("Xorg with the dummy driver needs root here (see deploy/README.md)")
-    read, write = os.pipe()
-    server = subprocess.Popen(["Xorg", "-displayfd", str(write), "-noreset", "-nolisten", "tcp",
-                               "-config", str(XORG_CONF), "-logfile", str(tmp_path / "Xorg.log")],
-                              pass_fds=(write,), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write)
-    with os.fdopen(read) as f:
-        number = f.readline().strip()  # written once the server accepts connections
-    display = f":{number}"
+    server, display = start_xorg(tmp_path / "Xorg.log")
     try:
         monitors = xrandr(display, "--listmonitors")
         assert monitors.startswith("Monitors: 2"), monitors
