@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lavalamp.models.dream import NonFiniteFrames, check_frames, frames_to_uint8
-from lavalamp.models.motion import mean_abs_diff, step_motion
+from lavalamp.models.motion import MOTION_CHUNK, mean_abs_diff, step_motion
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
@@ -41,10 +41,10 @@ def test_frames_come_out_contiguous_with_each_pixel_where_a_permute_puts_it():
 
 def test_step_motion_is_the_mean_absolute_change_of_each_step_exactly():
     rng = np.random.default_rng(3)
-    frames = rng.integers(0, 256, (7, 9, 11, 3), dtype=np.uint8)
+    frames = rng.integers(0, 256, (7 + 2 * MOTION_CHUNK, 9, 11, 3), dtype=np.uint8)
     frames[3] = frames[2]  # a step with no change
     frames[5], frames[6] = 0, 255  # the largest change, both ways round
-    per_step = [mean_abs_diff(frames[i + 1], frames[i]) for i in range(6)]
+    per_step = [mean_abs_diff(frames[i + 1], frames[i]) for i in range(len(frames) - 1)]
     assert step_motion(frames).tolist() == per_step
     assert per_step[2] == 0.0 and per_step[5] == 255.0
     assert step_motion(frames[1:], previous=frames[0]).tolist() == per_step
