@@ -44,8 +44,17 @@ def test_step_motion_is_the_mean_absolute_change_of_each_step_exactly():
     frames = rng.integers(0, 256, (7 + 2 * MOTION_CHUNK, 9, 11, 3), dtype=np.uint8)
     frames[3] = frames[2]  # a step with no change
     frames[5], frames[6] = 0, 255  # the largest change, both ways round
-    per_step = [mean_abs_diff(frames[i + 1], frames[i]) for i in range(len(frames) - 1)]
+    wide = frames.astype(np.int16)
+    per_step = [float(np.abs(wide[i + 1] - wide[i]).mean()) for i in range(len(frames) - 1)]
     assert step_motion(frames).tolist() == per_step
     assert per_step[2] == 0.0 and per_step[5] == 255.0
     assert step_motion(frames[1:], previous=frames[0]).tolist() == per_step
     assert step_motion(frames[:1]).shape == (0,) and step_motion(frames[:1], frames[0]).tolist() == [0.0]
+
+
+def test_mean_abs_diff_is_the_same_measure_for_frames_stacks_and_means():
+    rng = np.random.default_rng(4)
+    a, b = rng.integers(0, 256, (2, 5, 6, 7, 3), dtype=np.uint8)
+    assert mean_abs_diff(a, b) == float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+    assert mean_abs_diff(a[0], b[0]) == step_motion(np.stack([b[0], a[0]]))[0]
+    assert mean_abs_diff(np.array([10.7, 3.2]), np.array([2.0, 9.9])) == 7.0  # others cut to int16: 8, 6

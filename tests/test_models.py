@@ -146,4 +146,3 @@ def test_numpy_stepper_follows_the_torch_step(cell, head):
     back = stepper.state_to_torch(np_state)
     for a, b in zip(back if cell == "lstm" else (back,), state if cell == "lstm" else (state,)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-
