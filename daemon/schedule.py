@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 from zoneinfo import ZoneInfo
 
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
-
 from .config import ScheduleConfig, cron
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,10 @@ class ModelWatch:
 
 class Schedule:
     """Runs the jobs on a background thread. Display on/off and dimming go to `on_state` as
-    changes of the lamp's state ({"state.display_on": bool} or {"state.dimmed": bool})."""
+    changes of the lamp's state ({"state.display_on": bool} or {"state.dimmed": bool}).
+
+    Until `start()` it only holds the jobs: apscheduler (0.15 s to import) is imported and its
+    thread made there, after the daemon's producers have begun the first frames."""
 
     def __init__(self, *, config: ScheduleConfig, model_path: Path | None,
                  on_state: Callable[[dict], None], on_reseed: Callable[[], None],
@@ -74,9 +76,10 @@ class Schedule:
         self._on_reseed = on_reseed
         self._on_model_change = on_model_change
         self._model_path = model_path
-        self._playlist_job: tuple[IntervalTrigger | CronTrigger, Callable[[], None]] | None = None
-        self._scheduler = BackgroundScheduler(timezone=ZoneInfo(config.timezone) if config.timezone
-                                              else None)
+        self._jobs: dict[str, tuple[Callable[[], Any], Any]] = {}
+        """Job id -> (action, a CronTrigger or interval seconds)."""
+        self._playlist_job: tuple[Callable[[], None], Any] | None = None
+        self._scheduler: Any = None
         self.configure(config)
 
     def configure(self, config: ScheduleConfig, model_path: Path | None = None) -> None:
@@ -89,23 +92,20 @@ class Schedule:
         now = datetime.now(ZoneInfo(tz)) if tz else datetime.now().astimezone()
         display_on = newer_of(triggers["display_on"], triggers["display_off"], now)
         dimmed = triggers["dim"] is not None and not newer_of(triggers["undim"], triggers["dim"], now)
-        self._scheduler.remove_all_jobs()
         actions = {"display_on": lambda: self._set("display_on", True),
                    "display_off": lambda: self._set("display_on", False),
                    "dim": lambda: self._set("dimmed", True),
                    "undim": lambda: self._set("dimmed", False),
                    "reseed": self._on_reseed}
-        for name, trigger in triggers.items():
-            if trigger is not None:
-                self._scheduler.add_job(actions[name], trigger, id=name, name=name)
+        self._jobs = {name: (actions[name], trigger) for name, trigger in triggers.items()
+                      if trigger is not None}
         if config.watch_model_s > 0 and self._model_path is not None:
             watch = ModelWatch(self._model_path)
-            self._scheduler.add_job(lambda: watch.changed() and self._on_model_change(),
-                                    IntervalTrigger(seconds=config.watch_model_s), id="watch_model")
-        if self._playlist_job is not None:
-            self._add_playlist_job()
+            self._jobs["watch_model"] = (lambda: watch.changed() and self._on_model_change(),
+                                         config.watch_model_s)
+        self._install()
         log.info("schedule: display %s, %s, %d job(s)", "on" if display_on else "off",
-                 "dimmed" if dimmed else "not dimmed", len(self._scheduler.get_jobs()))
+                 "dimmed" if dimmed else "not dimmed", len(self.job_ids()))
         self._on_state({"state.display_on": display_on, "state.dimmed": dimmed})
 
     def set_playlist(self, every_s: float | None, change: str | None,
@@ -115,27 +115,45 @@ class Schedule:
         if on_next_lamp is None or (every_s is None and change is None):
             self._playlist_job = None
         else:
-            trigger = IntervalTrigger(seconds=every_s) if every_s is not None else \
-                cron(change, self.config.timezone)
-            self._playlist_job = (trigger, on_next_lamp)
-        if self._scheduler.get_job("next_lamp"):
-            self._scheduler.remove_job("next_lamp")
-        if self._playlist_job is not None:
-            self._add_playlist_job()
+            when = every_s if every_s is not None else cron(change, self.config.timezone)
+            self._playlist_job = (on_next_lamp, when)
+        self._install()
 
-    def _add_playlist_job(self) -> None:
-        trigger, action = self._playlist_job
-        self._scheduler.add_job(action, trigger, id="next_lamp", name="next_lamp")
+    def job_ids(self) -> list[str]:
+        """The jobs the schedule runs (or will run once started), "next_lamp" for the playlist's."""
+        return [*self._jobs, *(["next_lamp"] if self._playlist_job else [])]
+
+    def _install(self) -> None:
+        """Put the jobs on the running scheduler (before `start()` they wait for it)."""
+        if self._scheduler is None:
+            return
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        self._scheduler.remove_all_jobs()
+        jobs = {**self._jobs, **({"next_lamp": self._playlist_job} if self._playlist_job else {})}
+        for name, (action, when) in jobs.items():
+            trigger = IntervalTrigger(seconds=when) if isinstance(when, (int, float)) else when
+            self._scheduler.add_job(action, trigger, id=name, name=name)
 
     def _set(self, name: str, value: bool) -> None:
         log.info("schedule: %s %s", name, value)
         self._on_state({f"state.{name}": value})
 
     def start(self) -> None:
-        """Start the scheduler thread."""
+        """Start the scheduler thread with the jobs."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        tz = self.config.timezone
+        self._scheduler = BackgroundScheduler(timezone=ZoneInfo(tz) if tz else None)
+        self._install()
         self._scheduler.start()
+
+    def next_run(self, job_id: str) -> datetime | None:
+        """When a job runs next (None: no such job, or not started)."""
+        job = self._scheduler.get_job(job_id) if self._scheduler is not None else None
+        return job.next_run_time if job is not None else None
 
     def shutdown(self) -> None:
         """Stop the scheduler thread without waiting for running jobs (they only set flags)."""
-        if self._scheduler.running:
+        if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)

@@ -38,6 +38,26 @@ def test_a_command_loads_only_its_own_module():
 
 
 @pytest.mark.slow
+def test_a_command_s_modules_load_with_no_collection_and_are_frozen_after():
+    """In a process of its own the modules load with the collector off, then stay out of its way;
+    an in-process caller (main(argv)) keeps its collector as it was and frees its own garbage."""
+    check = ("import gc, sys, contextlib, io\n"
+             "from lavalamp.daemon.cli import main, modules_frozen\n"
+             "seen = []\n"
+             "with modules_frozen(True):\n"
+             "    seen.append(gc.isenabled())\n"
+             "    import lavalamp.daemon.service\n"
+             "print(seen[0], gc.isenabled(), gc.get_freeze_count() > 100000)\n"
+             "gc.unfreeze()\n"
+             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+             "    main(['check-config', '--help'])\n"
+             "print(gc.isenabled(), gc.get_freeze_count())\n")
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "True", "True", "0"]
+
+
+@pytest.mark.slow
 def test_no_subcommand_prints_help_and_exits_2():
     result = lavalamp()
     assert result.returncode == 2 and "COMMAND" in result.stdout

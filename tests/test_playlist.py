@@ -72,10 +72,9 @@ def test_the_schedule_moves_on_every_s_and_keeps_the_job_through_a_reload(tmp_pa
     try:
         assert fired.wait(5)
         s.configure(config)
-        assert s._scheduler.get_job("next_lamp") is not None
+        assert s.next_run("next_lamp") is not None
         s.set_playlist(None, "30 6 * * *", fired.set)
-        job = s._scheduler.get_job("next_lamp")
-        assert (job.next_run_time.hour, job.next_run_time.minute) == (6, 30)
+        assert (s.next_run("next_lamp").hour, s.next_run("next_lamp").minute) == (6, 30)
     finally:
         s.shutdown()
 

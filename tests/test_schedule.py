@@ -48,17 +48,30 @@ def test_the_state_starts_as_the_schedule_says_and_jobs_change_it():
     s, calls = schedule(display_on="0 0 1 1 *", display_off="* * * * *", dim="* * * * *",
                         undim="0 0 1 1 *", dim_level=0.3, reseed="*/5 * * * *", watch_model_s=0)
     assert calls["state"] == {"state.display_on": False, "state.dimmed": True}
-    jobs = {job.id: job for job in s._scheduler.get_jobs()}
-    assert set(jobs) == {"display_on", "display_off", "dim", "undim", "reseed"}
-    jobs["display_on"].func()
-    jobs["undim"].func()
-    jobs["reseed"].func()
+    assert set(s.job_ids()) == {"display_on", "display_off", "dim", "undim", "reseed"}
+    s._jobs["display_on"][0]()
+    s._jobs["undim"][0]()
+    s._jobs["reseed"][0]()
     assert calls["state"] == {"state.display_on": True, "state.dimmed": False}
     assert calls["reseed"] == 1
     calls["state"].clear()
     s.configure(ScheduleConfig())
     assert calls["state"] == {"state.display_on": True, "state.dimmed": False}
-    assert s._scheduler.get_jobs() == []
+    assert s.job_ids() == []
+
+
+def test_apscheduler_waits_for_start_and_then_runs_every_job():
+    s, calls = schedule(reseed="0 0 1 1 *", watch_model_s=0)
+    assert s._scheduler is None and s.next_run("reseed") is None  # nothing imported or running yet
+    s.set_playlist(30.0, None, lambda: None)
+    s.start()
+    try:
+        assert {job.id for job in s._scheduler.get_jobs()} == {"reseed", "next_lamp"} == set(s.job_ids())
+        assert (s.next_run("reseed").month, s.next_run("reseed").day) == (1, 1)
+        s.configure(ScheduleConfig(dim="0 3 * * *", watch_model_s=0))  # a reload: the jobs follow
+        assert {job.id for job in s._scheduler.get_jobs()} == {"dim", "next_lamp"}
+    finally:
+        s.shutdown()
 
 
 def test_a_replaced_model_file_is_noticed_once(tmp_path):
