@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,37 +25,42 @@ def test_version_and_help():
         assert command in help_text
 
 
+def fresh_python(code: str) -> str:
+    """What `code` prints when run in an interpreter of its own (which must succeed)."""
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 @pytest.mark.slow
 def test_a_command_loads_only_its_own_module():
     """`lavalamp run` never imports the trainer, the simulator or the evaluator."""
-    check = ("import sys, contextlib, io\n"
-             "from lavalamp.daemon.cli import main\n"
-             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
-             "    main(['run', '--help'])\n"
-             "print(sorted(m for m in sys.modules if m.startswith('lavalamp.train')))")
-    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
-    assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.strip() == "[]"
+    assert fresh_python("""
+        import sys, contextlib, io
+        from lavalamp.daemon.cli import main
+        with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):
+            main(['run', '--help'])
+        print(sorted(m for m in sys.modules if m.startswith('lavalamp.train')))
+        """).strip() == "[]"
 
 
 @pytest.mark.slow
 def test_a_command_s_modules_load_with_no_collection_and_are_frozen_after():
     """In a process of its own the modules load with the collector off, then stay out of its way;
     an in-process caller (main(argv)) keeps its collector as it was and frees its own garbage."""
-    check = ("import gc, sys, contextlib, io\n"
-             "from lavalamp.daemon.cli import main, modules_frozen\n"
-             "seen = []\n"
-             "with modules_frozen(True):\n"
-             "    seen.append(gc.isenabled())\n"
-             "    import lavalamp.daemon.service\n"
-             "print(seen[0], gc.isenabled(), gc.get_freeze_count() > 100000)\n"
-             "gc.unfreeze()\n"
-             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
-             "    main(['check-config', '--help'])\n"
-             "print(gc.isenabled(), gc.get_freeze_count())\n")
-    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "True", "True", "True", "0"]
+    assert fresh_python("""
+        import gc, contextlib, io
+        from lavalamp.daemon.cli import main, modules_frozen
+        with modules_frozen(True):
+            during = gc.isenabled()
+            import lavalamp.daemon.service
+        print(during, gc.isenabled(), gc.get_freeze_count() > 100000)
+        gc.unfreeze()
+        with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):
+            main(['check-config', '--help'])
+        print(gc.isenabled(), gc.get_freeze_count())
+        """).split() == ["False", "True", "True", "True", "0"]
 
 
 @pytest.mark.slow
