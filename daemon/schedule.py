@@ -121,7 +121,10 @@ class Schedule:
 
     def job_ids(self) -> list[str]:
         """The jobs the schedule runs (or will run once started), "next_lamp" for the playlist's."""
-        return [*self._jobs, *(["next_lamp"] if self._playlist_job else [])]
+        return list(self._all_jobs())
+
+    def _all_jobs(self) -> dict[str, tuple[Callable[[], Any], Any]]:
+        return {**self._jobs, **({"next_lamp": self._playlist_job} if self._playlist_job else {})}
 
     def _install(self) -> None:
         """Put the jobs on the running scheduler (before `start()` they wait for it)."""
@@ -130,8 +133,7 @@ class Schedule:
         from apscheduler.triggers.interval import IntervalTrigger
 
         self._scheduler.remove_all_jobs()
-        jobs = {**self._jobs, **({"next_lamp": self._playlist_job} if self._playlist_job else {})}
-        for name, (action, when) in jobs.items():
+        for name, (action, when) in self._all_jobs().items():
             trigger = IntervalTrigger(seconds=when) if isinstance(when, (int, float)) else when
             self._scheduler.add_job(action, trigger, id=name, name=name)
 
