@@ -17,6 +17,7 @@ Phases, all on one Xorg server with the dummy driver and two 1920x1080 outputs
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import signal
@@ -32,11 +33,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 from bench_daemon import cpu_seconds, free_port, scrape, wait_first_frame  # noqa: E402
 from tests.daemon_helpers import start_xorg  # noqa: E402  (the two-monitor Xorg of the tests)
-
-def total(metrics: dict[str, float], name: str) -> float:
-    """A metric summed over its `screen` series."""
-    return sum(v for k, v in metrics.items() if k == name or k.startswith(name + "{"))
-
 
 def daemon(env: dict, seconds: float, fps: float, screens: str, work: Path,
            xorg: subprocess.Popen) -> dict:
@@ -56,8 +52,10 @@ def daemon(env: dict, seconds: float, fps: float, screens: str, work: Path,
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
-    frames = total(m1, "lavalamp_frames_displayed_total") - total(m0, "lavalamp_frames_displayed_total")
-    underruns = {k: v for k, v in m1.items() if k.startswith("lavalamp_ring_buffer_underruns_total")}
+    # scrape() gives each per-screen series and, by its bare name, their sum
+    frames = m1["lavalamp_frames_displayed_total"] - m0["lavalamp_frames_displayed_total"]
+    underruns = {k: v - m0.get(k, 0.0) for k, v in m1.items()  # in the measured seconds only
+                 if k.startswith("lavalamp_ring_buffer_underruns_total{")}
     return {"frames": frames, "wall": t1 - t0, "cpu": c1 - c0, "xorg_cpu": x1 - x0,
             "underruns": underruns, "exit": code}
 
@@ -71,6 +69,7 @@ def change_gaps(display: str, seconds: float, fps: float, work: Path) -> dict:
     from lavalamp.daemon.service import Daemon
     from lavalamp.models.checkpoint import default_lamp_path
 
+    gc.freeze()  # as `lavalamp run` leaves its modules (cli.modules_frozen): no collection scans them
     library = work / "lamps"
     library.mkdir()
     for name in ("one", "two"):
