@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,10 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.daemon_helpers import free_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 LAVALITE = ("/usr/libexec/xscreensaver/lavalite", "/usr/lib/xscreensaver/lavalite")
@@ -75,12 +78,6 @@ def start_xvfb(size: str) -> tuple[subprocess.Popen, str]:
     os.close(write)
     with os.fdopen(read) as f:
         return server, ":" + f.readline().strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_lamp_file(path: Path, frame_size: int) -> None:

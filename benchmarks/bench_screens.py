@@ -31,8 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
-from bench_daemon import cpu_seconds, free_port, scrape, wait_first_frame  # noqa: E402
-from tests.daemon_helpers import start_xorg  # noqa: E402  (the two-monitor Xorg of the tests)
+from bench_daemon import cpu_seconds, scrape, wait_first_frame  # noqa: E402
+from tests.daemon_helpers import free_port, start_xorg  # noqa: E402  (the tests' Xorg and port)
+
 
 def daemon(env: dict, seconds: float, fps: float, screens: str, work: Path,
            xorg: subprocess.Popen) -> dict:
