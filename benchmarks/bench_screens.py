@@ -17,7 +17,6 @@ Phases, all on one Xorg server with the dummy driver and two 1920x1080 outputs
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import shutil
 import signal
@@ -64,13 +63,14 @@ def daemon(env: dict, seconds: float, fps: float, screens: str, work: Path,
 def change_gaps(display: str, seconds: float, fps: float, work: Path) -> dict:
     """In this process: both monitors, a playlist of two lamps changed every 2 s; frame times."""
     os.environ.update({"DISPLAY": display, "SDL_VIDEODRIVER": "x11"})
-    from prometheus_client import CollectorRegistry
+    from lavalamp.daemon.cli import modules_frozen
 
-    from lavalamp.daemon.config import parse_config
-    from lavalamp.daemon.service import Daemon
-    from lavalamp.models.checkpoint import default_lamp_path
+    with modules_frozen(True):  # loaded as `lavalamp run` loads them: frozen, never scanned
+        from prometheus_client import CollectorRegistry
 
-    gc.freeze()  # as `lavalamp run` leaves its modules (cli.modules_frozen): no collection scans them
+        from lavalamp.daemon.config import parse_config
+        from lavalamp.daemon.service import Daemon
+        from lavalamp.models.checkpoint import default_lamp_path
     library = work / "lamps"
     library.mkdir()
     for name in ("one", "two"):
