@@ -65,6 +65,10 @@ class Lamp:
     grain: float = 0.0
     """Std (levels of 255) of the footage's fixed grain, added to every frame as one fixed pattern
     (grain.py; 0 = none)."""
+    fixed_detail: torch.Tensor | None = None
+    """(3,S,S) on the [0,1] pixel scale, added to every frame: what the footage shows at each pixel
+    and the lamp's frames of it miss, on average (the glass's outline and highlights at full size;
+    None = nothing)."""
     _grain: tuple[tuple, torch.Tensor] | None = field(default=None, init=False, repr=False,
                                                       compare=False)
 
@@ -89,8 +93,9 @@ class Lamp:
             module = getattr(self, name)
             if module is not None:
                 module.to(device)
-        for name in ("latent_mean", "latent_std", "start_contexts"):
-            setattr(self, name, getattr(self, name).to(device))
+        for name in ("latent_mean", "latent_std", "start_contexts", "fixed_detail"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
         return self
 
     def decode_base(self, u: torch.Tensor) -> torch.Tensor:
@@ -100,7 +105,12 @@ class Lamp:
     def decode(self, u: torch.Tensor) -> torch.Tensor:
         """Standardized latents (B,D) -> frames (B,3,S,S) in [0,1], S = frame_size."""
         frames = self.decode_base(u)
-        frames = self.upsampler(frames) if self.upsampler is not None else frames
+        return self.finish(self.upsampler(frames) if self.upsampler is not None else frames)
+
+    def finish(self, frames: torch.Tensor) -> torch.Tensor:
+        """The decoder's (and upsampler's) frames (B,3,S,S) with the lamp's fixed detail and grain."""
+        if self.fixed_detail is not None:
+            frames = (frames + self.fixed_detail.to(frames.dtype)).clamp(0.0, 1.0)
         return frames + self.grain_pattern(frames) if self.grain > 0 else frames
 
     def grain_pattern(self, frames: torch.Tensor) -> torch.Tensor:
@@ -121,6 +131,8 @@ def save_lamp(lamp: Lamp, path: str | Path) -> None:
     """Write the lamp to `path` atomically (temporary file, then rename)."""
     tensors = {"latent.mean": lamp.latent_mean, "latent.std": lamp.latent_std,
                "latent.start_contexts": lamp.start_contexts}
+    if lamp.fixed_detail is not None:
+        tensors["fixed_detail"] = lamp.fixed_detail
     modules = {"decoder": lamp.decoder, "rnn": lamp.rnn, "encoder": lamp.encoder,
                "upsampler": lamp.upsampler}
     for prefix, module in modules.items():
@@ -138,6 +150,7 @@ def save_lamp(lamp: Lamp, path: str | Path) -> None:
         "upsampler_config": None if lamp.upsampler is None else dataclasses.asdict(lamp.upsampler.config),
         "temperature": lamp.temperature,
         "grain": lamp.grain,
+        "has_fixed_detail": lamp.fixed_detail is not None,
         "training": lamp.training,
     }
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
@@ -230,7 +243,7 @@ def _build_lamp(header: LampHeader, tensors: dict[str, torch.Tensor]) -> Lamp:
                 latent_std=tensors["latent.std"], reference=header.reference,
                 start_contexts=tensors["latent.start_contexts"], data=header.data, encoder=encoder,
                 upsampler=upsampler, training=dict(header.training), temperature=header.temperature,
-                grain=header.grain)
+                grain=header.grain, fixed_detail=tensors.get("fixed_detail"))
 
 
 def _load_weights(module: torch.nn.Module, prefix: str, tensors: dict[str, torch.Tensor]) -> None:

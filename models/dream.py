@@ -53,10 +53,15 @@ def check_frames(frames: torch.Tensor) -> torch.Tensor:
 def prove_lamp(lamp: Lamp) -> None:
     """Refuse (LampLoadError) a lamp that could not be shown, before it is: its latent statistics
     and start contexts finite, finite and non-flat frames decoded from its real start contexts,
-    finite latents for PROOF_STEPS dream steps and finite, non-flat frames from some of them."""
+    finite latents for PROOF_STEPS dream steps and finite, non-flat frames from some of them; its
+    fixed detail, if any, finite and within -1..1."""
     for name in ("latent_mean", "latent_std", "start_contexts"):
         if not bool(torch.isfinite(getattr(lamp, name)).all()):
             raise LampLoadError(f"{name} holds non-finite values")
+    detail = lamp.fixed_detail
+    if detail is not None and not bool((torch.isfinite(detail) & (detail.abs() <= 1.0)).all()):
+        raise LampLoadError("fixed_detail holds values that are not finite or outside -1..1 "
+                            "(it is added to pixels of 0..1)")
     contexts = lamp.start_contexts
     pick = torch.linspace(0, len(contexts) - 1, min(len(contexts), PROOF_CONTEXTS)).round().long()
     _prove_frames(lamp, contexts[pick, -1], "its start contexts")

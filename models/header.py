@@ -35,7 +35,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "channels": (1, 4096), "blocks": (1, 64), "fps": (1e-3, 1000.0), "frame_step": (1, 100_000),
 }
 TOP_LEVEL = {"name", "decoder_kind", "decoder_config", "rnn_config", "upsampler_config", "reference",
-             "data", "has_encoder", "temperature", "grain", "training"}
+             "data", "has_encoder", "temperature", "grain", "has_fixed_detail", "training"}
 DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
           torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
 ITEM_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "U8": 1, "I8": 1,
@@ -76,8 +76,14 @@ class LampHeader:
     has_encoder: bool
     temperature: float
     grain: float = 0.0
+    has_fixed_detail: bool = False
     training: dict[str, Any] = field(default_factory=dict)
     decoder_kind: str = "vae"
+
+    @property
+    def frame_size(self) -> int:
+        """Side of the frames the lamp makes: the upsampler's output, else the decoder's."""
+        return self.upsampler.out_size if self.upsampler is not None else self.decoder.frame_size
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,8 @@ def parse_lamp(text: str) -> LampHeader:
                       has_encoder=_value(obj.get("has_encoder", False), bool, "has_encoder"),
                       temperature=_number(obj.get("temperature", 1.0), "temperature", 1e-4, 100.0),
                       grain=_number(obj.get("grain", 0.0), "grain", 0.0, MAX_GRAIN),
+                      has_fixed_detail=_value(obj.get("has_fixed_detail", False), bool,
+                                              "has_fixed_detail"),
                       training=training)
 
 
@@ -209,6 +217,8 @@ def expected_tensors(header: LampHeader) -> dict[str, tuple[tuple[int, ...], str
                           f"{MAX_WEIGHT_BYTES / 2**30:g} GiB)")
     d = header.decoder.latent_size
     out["latent.mean"] = out["latent.std"] = ((d,), "F32")
+    if header.has_fixed_detail:
+        out["fixed_detail"] = ((3, header.frame_size, header.frame_size), "F32")
     return out
 
 

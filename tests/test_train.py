@@ -146,10 +146,11 @@ def clip_128(tmp_path):
 def test_a_128_px_lamp_gets_an_upsampler_from_its_sharpening_stage(tmp_path, clip_128):
     run = tmp_path / "run"
     train(str(clip_128), "--run-dir", str(run), "--frame-size", "128", "--sharpen-crop", "32",
-          "--sharpen-batch", "2", "--grain", "none", *TINY)
+          "--sharpen-batch", "2", "--grain", "none", "--fixed-detail", "none", *TINY)
     lamp = load_lamp(run / "lamp.safetensors")
     assert lamp.frame_size == 128 and lamp.base_size == 64 and lamp.upsampler is not None
     assert lamp.grain == 0.0 and lamp.training["grain"] == {"setting": "none", "std": 0.0}
+    assert lamp.fixed_detail is None and lamp.training["fixed_detail"] == {"setting": "none"}
     sharpen = lamp.training["stages"]["sharpen"]
     assert sharpen["step"] == 6 and sharpen["adversarial"] and sharpen["failure"] is None
     assert 0 < sharpen["edge_ratio"] and 0 < sharpen["diversity"]
@@ -181,6 +182,11 @@ def test_init_from_sharpens_the_decoder_then_adds_an_upsampler_keeping_encoder_a
                                                                           rel=0.01)
     assert lamp_texture(after, seed=1) == pytest.approx(grain["footage"]["std"], rel=0.15)
     assert after.frame_size == 128 and after.upsampler is not None and before.upsampler is None
+    # the fixed detail is measured anew at each lamp's own size, through its own decoder
+    assert middle.fixed_detail.shape == (3, 64, 64) and after.fixed_detail.shape == (3, 128, 128)
+    detail = after.training["fixed_detail"]
+    assert detail["setting"] == "auto" and detail["frames"] > 0
+    assert detail["mean_abs"] == pytest.approx(float(after.fixed_detail.abs().mean()) * 255, abs=1e-3)
     old, new = before.decoder.state_dict(), middle.decoder.state_dict()
     assert not all(torch.equal(old[k], new[k]) for k in old), "the decoder was not sharpened"
     for name, lamps in (("decoder", (middle, after)), ("rnn", (before, middle, after)),

@@ -50,7 +50,8 @@ initial weights (torch), its steps (batches in NumPy and noise in torch, each pr
 RNN's validation windows, the lamp's start contexts, the calibration dreams, the sample dreams and
 the dream whose fixed texture the grain makes up for."""
 DECODER_LOSSES = ("l1", "adversarial")
-GRAIN_CHOICES = ("auto", "none")
+MEASURED_CHOICES = ("auto", "none")
+FIXED_DETAIL_FRAMES = 2048
 MAX_SEED = 2**63 - 1
 SHARPEN_VALIDATION_FRAMES = 48
 VALIDATE_EVERY_STEPS = 100
@@ -134,7 +135,11 @@ class TrainConfig:
                                                  "exactly where the footage's are).", least=0, most=1)
     grain: str = documented("auto", "The lamp's fixed grain: 'auto' (the footage's own, estimated at "
                                     "frame_size and added to every frame as one fixed pattern) or "
-                                    "'none' (clean frames).", choices=GRAIN_CHOICES)
+                                    "'none' (clean frames).", choices=MEASURED_CHOICES)
+    fixed_detail: str = documented("auto", "The lamp's fixed detail: 'auto' (what the footage shows at "
+                                           "each pixel and the lamp's reconstructions of it miss, on "
+                                           "average, such as the glass's outline at frame_size, added "
+                                           "to every frame) or 'none'.", choices=MEASURED_CHOICES)
     init_from: str = documented("", "A finished lamp of base_size whose encoder and RNN this run keeps: "
                                     "only the sharpening stage trains (an upsampler when frame_size "
                                     "is above base_size, else the lamp's own decoder).")
@@ -742,6 +747,7 @@ def upgrade_lamp(run: Run) -> tuple[Lamp, VAE]:
                          f"size {lamp.base_size}, encoder {'yes' if lamp.encoder else 'no'})")
     vae = VAE(lamp.decoder_config).to(run.device)
     vae.encoder, vae.decoder = lamp.encoder, lamp.decoder
+    lamp.fixed_detail = None  # measured again for the new decoder or upsampler (set_fixed_detail)
     return lamp, vae.eval()
 
 
@@ -761,6 +767,7 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     else:
         lamp = _train_new_lamp(run, clips)
     if run.world.main:
+        set_fixed_detail(run, lamp, clips)
         set_grain(run, lamp, clips)
         _dream_pictures(run, lamp, "sharpen" if run.config.init_from else "rnn")
         save_lamp(lamp, run.folder / "lamp.safetensors")
@@ -768,6 +775,42 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
         log.info("wrote %s", out)
     barrier(run.world)
     return lamp
+
+
+def set_fixed_detail(run: Run, lamp: Lamp, clips: Footage) -> None:
+    """Give the lamp the fixed detail of its footage (with 'auto'), or none: the mean, over up to
+    FIXED_DETAIL_FRAMES training frames at the lamp's frame size, of each frame less the lamp's
+    reconstruction of it. What the camera always sees at one place and the lamp renders wrong (the
+    glass's outline and highlights at full size) stays; the moving wax's errors average away."""
+    lamp.fixed_detail = None
+    if run.config.fixed_detail == "none" or lamp.encoder is None:
+        lamp.training = {**lamp.training, "fixed_detail": {"setting": run.config.fixed_detail
+                                                           if lamp.encoder else "no encoder"}}
+        return
+    frames = spread_frames(clips.at_size(lamp.frame_size).train, FIXED_DETAIL_FRAMES)
+    detail = mean_residual(lamp, frames, run.device)
+    lamp.fixed_detail = detail
+    size = {"frames": len(frames), "mean_abs": round(float(detail.abs().mean()) * 255, 4),
+            "max_abs": round(float(detail.abs().max()) * 255, 2)}
+    lamp.training = {**lamp.training, "fixed_detail": {"setting": "auto", **size}}
+    log.info("fixed detail from %d frames: mean |detail| %.2f, largest %.1f levels of 255",
+             size["frames"], size["mean_abs"], size["max_abs"])
+
+
+@torch.no_grad()
+def mean_residual(lamp: Lamp, frames: np.ndarray, device: torch.device,
+                  batch: int = 64) -> torch.Tensor:
+    """The mean (3,S,S) of uint8 frames (N,S,S,3) less the lamp's reconstructions of them: the
+    encoder's means of the frames at the decoder's size, decoded (and upsampled), before any fixed
+    detail or grain."""
+    total = torch.zeros((3, frames.shape[1], frames.shape[2]), dtype=torch.float64, device=device)
+    for i in range(0, len(frames), batch):
+        chunk = frames[i:i + batch]
+        mu = lamp.encoder(frames_to_float(area_resize(chunk, lamp.base_size)).to(device)).chunk(2, 1)[0]
+        made = lamp.decoder(mu)
+        made = lamp.upsampler(made) if lamp.upsampler is not None else made
+        total += (frames_to_float(chunk).to(device) - made).sum(0).double()
+    return (total / len(frames)).float().cpu()
 
 
 def set_grain(run: Run, lamp: Lamp, clips: Footage) -> None:
