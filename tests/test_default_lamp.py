@@ -29,11 +29,15 @@ def test_the_default_lamp_describes_itself():
     calibrations = [lamp.training["calibration"], *(u["calibration"] for u in upgrades if "calibration" in u)]
     assert 0 < lamp.temperature <= 1 and calibrations[-1]["temperature"] == lamp.temperature
     assert lamp.rnn.config.sphere and lamp.decoder_config.sphere
+    # the glass's outline and highlights as the footage shows them, measured at 256 px
+    assert lamp.fixed_detail.shape == (3, 256, 256) and lamp.training["fixed_detail"]["setting"] == "auto"
+    assert 0.1 < float(lamp.fixed_detail.abs().mean()) * 255 < 5
     # the simulator's grain (SimulatorConfig.grain), less what the lamp's own frames already carry
+    # (with the fixed detail, which makes up for the upsampler's own fixed texture, next to nothing)
     grain = lamp.training["grain"]
     assert grain["setting"] == "auto" and grain["footage"]["std"] == pytest.approx(SimulatorConfig().grain,
                                                                                   rel=0.05)
-    assert 0 < lamp.grain < grain["footage"]["std"]
+    assert 0 < lamp.grain <= grain["footage"]["std"]
     assert lamp.grain ** 2 + grain["lamp_texture"] ** 2 == pytest.approx(grain["footage"]["std"] ** 2,
                                                                          rel=0.01)
 
