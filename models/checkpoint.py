@@ -110,7 +110,7 @@ class Lamp:
     def finish(self, frames: torch.Tensor) -> torch.Tensor:
         """The decoder's (and upsampler's) frames (B,3,S,S) with the lamp's fixed detail and grain."""
         if self.fixed_detail is not None:
-            frames = (frames + self.fixed_detail.to(frames.dtype)).clamp(0.0, 1.0)
+            frames = (frames + self.fixed_detail.to(frames)).clamp(0.0, 1.0)
         return frames + self.grain_pattern(frames) if self.grain > 0 else frames
 
     def grain_pattern(self, frames: torch.Tensor) -> torch.Tensor:

@@ -803,14 +803,14 @@ def mean_residual(lamp: Lamp, frames: np.ndarray, device: torch.device,
     """The mean (3,S,S) of uint8 frames (N,S,S,3) less the lamp's reconstructions of them: the
     encoder's means of the frames at the decoder's size, decoded (and upsampled), before any fixed
     detail or grain."""
-    total = torch.zeros((3, frames.shape[1], frames.shape[2]), dtype=torch.float64, device=device)
+    total = torch.zeros((3, frames.shape[1], frames.shape[2]), device=device)  # no float64 on mps
     for i in range(0, len(frames), batch):
         chunk = frames[i:i + batch]
         mu = lamp.encoder(frames_to_float(area_resize(chunk, lamp.base_size)).to(device)).chunk(2, 1)[0]
         made = lamp.decoder(mu)
         made = lamp.upsampler(made) if lamp.upsampler is not None else made
-        total += (frames_to_float(chunk).to(device) - made).sum(0).double()
-    return (total / len(frames)).float().cpu()
+        total += (frames_to_float(chunk).to(device) - made).sum(0)
+    return total / len(frames)
 
 
 def set_grain(run: Run, lamp: Lamp, clips: Footage) -> None:
