@@ -783,9 +783,8 @@ def set_fixed_detail(run: Run, lamp: Lamp, clips: Footage) -> None:
     reconstruction of it. What the camera always sees at one place and the lamp renders wrong (the
     glass's outline and highlights at full size) stays; the moving wax's errors average away."""
     lamp.fixed_detail = None
-    if run.config.fixed_detail == "none" or lamp.encoder is None:
-        lamp.training = {**lamp.training, "fixed_detail": {"setting": run.config.fixed_detail
-                                                           if lamp.encoder else "no encoder"}}
+    if run.config.fixed_detail == "none":
+        lamp.training = {**lamp.training, "fixed_detail": {"setting": "none"}}
         return
     frames = spread_frames(clips.at_size(lamp.frame_size).train, FIXED_DETAIL_FRAMES)
     detail = mean_residual(lamp, frames, run.device)
