@@ -44,8 +44,9 @@ fuzz: $(STAMP)
 
 # Retrain the shipped default lamp from the simulator (see README, "The default lamp"): a 64 px lamp
 # (VAE, refinement, RNN), its decoder sharpened on 64 px simulator frames of other seeds, then an
-# upsampler to 256 px sharpened against discriminators on 256 px frames of those seeds. Each step
-# calibrates the temperature on its own frames and gives the lamp its footage's grain.
+# upsampler to 256 px sharpened against discriminators on 256 px frames of those seeds, then a new
+# RNN trained on 400 longer clips at the lamp's own 3 fps (seeds 200-599). Each step calibrates the
+# temperature on its own frames; the first three give the lamp its footage's fixed detail and grain.
 default-lamp: $(STAMP)
 	$(VENV)/bin/lavalamp train --sim-clips 48 --sim-frames 800 --sim-palette classic --seed 0 \
 		--vae-steps 2000 --refine-steps 500 --rnn-steps 8000 --frame-step 10 --kl-weight 0.5 --rollout 8 \
@@ -58,12 +59,17 @@ default-lamp: $(STAMP)
 	$(VENV)/bin/lavalamp train --sim-clips 32 --sim-frames 240 --sim-palette classic --sim-seed 100 \
 		--frame-size 256 --init-from runs/default-lamp-64-sharp/lamp.safetensors --sharpen-steps 2000 \
 		--adversarial-weight 0.1 --threads 2 --name default-lamp --run-dir runs/default-lamp-256 \
-		--out models/default_lamp.safetensors
+		--out runs/default-lamp-256/lamp.safetensors
+	$(VENV)/bin/lavalamp train --sim-clips 400 --sim-frames 300 --sim-fps 3 --sim-palette classic --sim-seed 200 \
+		--init-from runs/default-lamp-256/lamp.safetensors --init-trains rnn --frame-step 1 --rnn-steps 8000 \
+		--rollout 8 --rollout-weight 0.5 --context-noise 0.15 --threads 2 --name default-lamp \
+		--run-dir runs/default-lamp-rnn --out models/default_lamp.safetensors
 
 # Judge the default lamp as the README does: ten unseen simulator seeds at its own rate, from the
 # start and after a million dream steps.
 REFERENCE := $(foreach s,0 1 2 3 4 5 6 7 8 9,runs/reference/seed100$(s).npz)
 runs/reference/seed%.npz: | $(STAMP)
+	@mkdir -p $(@D)
 	$(VENV)/bin/lavalamp simulate --frames 300 --seed $* --size 256 --fps 3 --palette classic --out $@
 
 eval-default-lamp: $(REFERENCE)

@@ -23,9 +23,11 @@ def test_the_default_lamp_describes_itself():
     assert lamp.frame_size == 256 and lamp.base_size == 64 and lamp.decoder_kind == "vae"
     assert lamp.upsampler is not None and lamp.upsampler.config.out_size == 256
     assert lamp.data.lamp_fps > 0 and "simulator" in lamp.data.description
-    upgrades = lamp.training["upgraded_by"]  # make default-lamp: the decoder sharpened, then the upsampler
-    assert [(u["config"]["frame_size"], u["config"]["decoder_loss"]) for u in upgrades] == \
-        [(64, "adversarial"), (256, "adversarial")]
+    # make default-lamp: the decoder sharpened, then the upsampler, then a new RNN on longer footage
+    upgrades = lamp.training["upgraded_by"]
+    assert [(u["config"]["frame_size"], u["config"].get("init_trains", "sharpening")) for u in upgrades] == \
+        [(64, "sharpening"), (256, "sharpening"), (64, "rnn")]
+    assert [u["config"]["decoder_loss"] for u in upgrades[:2]] == ["adversarial", "adversarial"]
     calibrations = [lamp.training["calibration"], *(u["calibration"] for u in upgrades if "calibration" in u)]
     assert 0 < lamp.temperature <= 1 and calibrations[-1]["temperature"] == lamp.temperature
     assert lamp.rnn.config.sphere and lamp.decoder_config.sphere

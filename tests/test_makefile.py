@@ -76,13 +76,16 @@ def test_make_default_lamps_commands_pass_the_trainers_checks_and_chain_into_the
     from lavalamp.train.trainer import TrainConfig
 
     commands = default_lamp_commands()
-    assert len(commands) == 3
+    assert len(commands) == 4
     parser = build_parser("train")
     configs, outs = [], []
     for argv in commands:
         args = parser.parse_args(["train", *argv])
         configs.append(TrainConfig(**config_fields(args)))  # every field and rule checked, as the run would
         outs.append(str(args.out))
-    assert [c.init_from for c in configs] == ["", outs[0], outs[1]]
-    assert [c.frame_size for c in configs] == [64, 64, 256]
-    assert configs[1].decoder_loss == "adversarial" and outs[2] == "models/default_lamp.safetensors"
+    assert [c.init_from for c in configs] == ["", outs[0], outs[1], outs[2]]
+    assert [c.frame_size for c in configs] == [64, 64, 256, 64]
+    assert configs[1].decoder_loss == "adversarial" and outs[3] == "models/default_lamp.safetensors"
+    assert [c.new_rnn for c in configs] == [False, False, False, True]
+    first, rnn = (parser.parse_args(["train", *commands[i]]) for i in (0, 3))
+    assert rnn.sim_fps / configs[3].frame_step == first.sim_fps / configs[0].frame_step  # the lamp's rate

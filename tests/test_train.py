@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lavalamp.models.checkpoint import load_lamp
+from lavalamp.models.latent import project_to_sphere
 from lavalamp.train.trainer import lamp_texture
 
 GRAIN_128 = 3.0
@@ -212,12 +213,56 @@ def test_init_from_sharpens_the_decoder_then_adds_an_upsampler_keeping_encoder_a
         assert (tmp_path / run / "sharpen" / "dream.gif").stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_init_trains_rnn_gives_a_lamp_a_new_rnn_and_keeps_how_it_makes_frames(tmp_path, clip_128):
+    """A 128 px lamp's RNN replaced by one trained on other footage at the lamp's rate (15 fps
+    footage, every frame): encoder, decoder, upsampler, fixed detail and grain stay bit for bit."""
+    lamp_path, new_path = tmp_path / "lamp.safetensors", tmp_path / "new.safetensors"
+    train(str(clip_128), "--run-dir", str(tmp_path / "run128"), "--out", str(lamp_path),
+          "--frame-size", "128", "--sharpen-crop", "32", "--decoder-loss", "l1", *TINY_UPSAMPLER, *TINY)
+    slow = tmp_path / "slow.npz"
+    np.savez(slow, frames=moving_blob_clip(60, 3)[::2], fps=15.0)
+    refused = train(str(slow), "--run-dir", str(tmp_path / "wrong"), "--init-from", str(lamp_path),
+                    "--init-trains", "rnn", *TINY, check=False)  # TINY steps every 2nd frame: 7.5 fps
+    assert refused.returncode == 2 and "choose --frame-step 1" in refused.stderr, refused.stderr
+    assert not (tmp_path / "wrong").exists()
+    run = tmp_path / "new"
+    train(str(slow), "--run-dir", str(run), "--out", str(new_path), "--init-from", str(lamp_path),
+          "--init-trains", "rnn", *TINY, "--frame-step", "1")
+    before, after = load_lamp(lamp_path), load_lamp(new_path)
+    assert after.frame_size == 128 and after.data == before.data and after.data.lamp_fps == 15.0
+    for name in ("encoder", "decoder", "upsampler"):
+        old, new = getattr(before, name).state_dict(), getattr(after, name).state_dict()
+        assert all(torch.equal(old[k], new[k]) for k in old), name
+    assert torch.equal(before.fixed_detail, after.fixed_detail) and after.grain == before.grain
+    old, new = before.rnn.state_dict(), after.rnn.state_dict()
+    assert not any(torch.equal(old[k], new[k]) for k in old), "the RNN was not trained anew"
+    assert not torch.equal(before.start_contexts, after.start_contexts)
+    with torch.inference_mode():  # the start contexts are the new footage's latents
+        frames = torch.from_numpy(moving_blob_clip(60, 3)[::2]).permute(0, 3, 1, 2).float() / 255
+        mu = project_to_sphere(after.encoder(frames).chunk(2, 1)[0])
+        gaps = torch.cdist(after.start_contexts[:, -1], mu).min(1).values
+    assert float(gaps.max()) < 1e-2  # cdist rounds at about 1e-3
+    record = after.training["upgraded_by"][-1]
+    assert record["rnn"]["step"] == 6 and "slow.npz" in record["rnn_footage"]
+    calibration = record["calibration"]
+    assert calibration["frame_size"] == 64 and calibration["previous_temperature"] == before.temperature
+    assert after.temperature == calibration["temperature"]
+    assert (run / "rnn" / "losses.csv").exists() and (run / "rnn" / "dream.gif").exists()
+    assert not (run / "sharpen").exists() and not (run / "vae").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "no footage"),
     (["--window", "400"], "too short"),
     (["--decoder-loss", "blurry"], "decoder_loss must be one of"),
     (["--init-from", "x.safetensors", "--decoder-loss", "l1"], "init_from needs something to train"),
     (["--frame-size", "100"], "sizes must be in"),
+    (["--init-trains", "rnn"], "init_trains 'rnn' needs init_from"),
+    (["--init-from", "x.safetensors", "--init-trains", "rnn", "--frame-size", "128"],
+     "trains on footage at base_size (64)"),
+    (["--init-from", "missing.safetensors", "--init-trains", "rnn"], "missing.safetensors"),
+    (["--sim-clips", "1", "--sim-fps", "0.5"], "--sim-fps: fps must be in 1..240, got 0.5"),
     (["--grain", "0.5"], "grain must be one of"),
 ])
 @pytest.mark.slow

@@ -13,13 +13,14 @@ import torch
 
 from lavalamp.models import EXIT_USAGE
 from lavalamp.models.atomic import atomic_write_bytes, check_output_file, check_output_folder
+from lavalamp.models.checkpoint import load_lamp
 from lavalamp.models.device import DeviceError, resolve_device
 from lavalamp.models.fields import field_doc, option
 
 from .distributed import barrier, join_world, leave_world
 from .footage import Footage, FootageConfig, FootageError, load_footage
-from .simulator import simulate
-from .trainer import Run, TrainConfig, train_lamp
+from .simulator import SimulatorConfig, simulate
+from .trainer import Run, TrainConfig, check_init_lamp, train_lamp
 
 log = logging.getLogger(__name__)
 SIM_FPS = 30.0
@@ -36,7 +37,9 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
                    help="video files (mp4, mov, webm, mkv, gif), image folders or .npz clips")
     p.add_argument("--sim-clips", type=int, default=0, metavar="N",
                    help="also train on N clips of the built-in simulator (seeds SIM_SEED..)")
-    p.add_argument("--sim-frames", type=int, default=3000, help="frames per simulated clip (30 fps)")
+    p.add_argument("--sim-frames", type=int, default=3000, help="frames per simulated clip")
+    p.add_argument("--sim-fps", type=float, default=SIM_FPS,
+                   help=f"frame rate of the simulated clips (default {SIM_FPS:g})")
     p.add_argument("--sim-seed", type=int, default=0, help="seed of the first simulated clip")
     p.add_argument("--sim-palette", help="colour scheme of the simulated lamp (default: by seed)")
     p.add_argument("--out", type=Path, help="checkpoint to write (default RUN_DIR/lamp.safetensors)")
@@ -86,6 +89,8 @@ def run_train(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         world = join_world(device)
         clips = _footage(settings, config)
+        if config.init_from:  # before the run folder is made: a refused lamp leaves nothing behind
+            check_init_lamp(config, load_lamp(config.init_from), clips.fps)
     except (FootageError, DeviceError, ValueError, TypeError) as exc:
         print(f"lavalamp train: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -119,6 +124,10 @@ def _settings(args: argparse.Namespace) -> dict:
     if not args.sources and args.sim_clips <= 0:
         raise ValueError("no footage: name video files, image folders or .npz clips, or use "
                          "--sim-clips N")
+    try:
+        SimulatorConfig(fps=args.sim_fps)
+    except ValueError as exc:
+        raise ValueError(f"--sim-fps: {exc}") from None
     train = {**config_fields(args), **_budget(args)}
     crop = _crop(args.crop) if args.crop else None
     footage = {"crop": crop, "auto_crop": args.auto_crop, "dedupe_threshold": args.dedupe,
@@ -126,6 +135,7 @@ def _settings(args: argparse.Namespace) -> dict:
     return {"train": train, "footage": footage,
             "sources": [str(Path(s).resolve()) for s in args.sources],
             "simulator": {"clips": args.sim_clips, "frames": args.sim_frames, "seed": args.sim_seed,
+                          "fps": args.sim_fps,
                           "palette": args.sim_palette}}
 
 
@@ -169,14 +179,15 @@ def _footage(settings: dict, config: TrainConfig) -> Footage:
     sim = settings["simulator"]
     if sim["clips"] > 0:
         seeds = range(sim["seed"], sim["seed"] + sim["clips"])
+        fps = sim.get("fps", SIM_FPS)  # a run folder of an earlier version has none
         parts.append(Footage(
-            sequences=[simulate(sim["frames"], seed=s, size=config.frame_size, fps=SIM_FPS,
+            sequences=[simulate(sim["frames"], seed=s, size=config.frame_size, fps=fps,
                                 palette=sim["palette"]) for s in seeds],
-            names=[f"simulator seed {s}" for s in seeds], source_fps=[SIM_FPS] * len(seeds),
+            names=[f"simulator seed {s}" for s in seeds], source_fps=[fps] * len(seeds),
             val_fraction=footage_config.val_fraction,
             description=f"{len(seeds)} clips x {sim['frames']} frames of the built-in simulator "
                         f"(seeds {seeds[0]}..{seeds[-1]}, palette {sim['palette'] or 'by seed'}, "
-                        f"{SIM_FPS:g} fps)"))
+                        f"{fps:g} fps)"))
     return Footage(sequences=[s for p in parts for s in p.sequences],
                    names=[n for p in parts for n in p.names],
                    source_fps=[f for p in parts for f in p.source_fps],

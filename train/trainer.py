@@ -22,7 +22,7 @@ from lavalamp.models.conv import MAX_CHANNELS as MAX_CONV_CHANNELS
 from lavalamp.models.dream import Dream, frames_to_float, frames_to_uint8
 from lavalamp.models.grain import GRAIN_FRAMES, estimate_grain, sequence_grain
 from lavalamp.models.fields import documented, field_problem, option
-from lavalamp.models.latent import latent_stats, project_to_sphere, slerp
+from lavalamp.models.latent import LatentStats, latent_stats, project_to_sphere, slerp
 from lavalamp.models.limits import FRAME_SIZES
 from lavalamp.models.motion import step_motion
 from lavalamp.models.rnn import CELLS, HEADS, LatentRNN, LatentRNNConfig
@@ -51,6 +51,7 @@ RNN's validation windows, the lamp's start contexts, the calibration dreams, the
 the dream whose fixed texture the grain makes up for."""
 DECODER_LOSSES = ("l1", "adversarial")
 MEASURED_CHOICES = ("auto", "none")
+INIT_TRAINS = ("sharpening", "rnn")
 FIXED_DETAIL_FRAMES = 2048
 MAX_SEED = 2**63 - 1
 SHARPEN_VALIDATION_FRAMES = 48
@@ -143,6 +144,13 @@ class TrainConfig:
     init_from: str = documented("", "A finished lamp of base_size whose encoder and RNN this run keeps: "
                                     "only the sharpening stage trains (an upsampler when frame_size "
                                     "is above base_size, else the lamp's own decoder).")
+    init_trains: str = documented("sharpening", "What a run with init_from trains: 'sharpening' (above) "
+                                                "or 'rnn' (a new latent RNN on this run's footage at "
+                                                "base_size, encoded by the lamp's own encoder, with new "
+                                                "start contexts, latent reference and temperature; its "
+                                                "decoder, upsampler, fixed detail and grain stay). For "
+                                                "'rnn' the footage's frame rate over frame_step must be "
+                                                "the lamp's rate.", choices=INIT_TRAINS)
     vae_share: float = documented(0.6, "Share of a --minutes budget given to the VAE and the refinement; "
                                        "the RNN gets the rest.", above=0, below=1)
     refine_share: float = documented(0.06, "Share of a --minutes budget given to the refinement, out of "
@@ -177,7 +185,13 @@ class TrainConfig:
             raise ValueError(f"frame sizes must be in {FRAME_SIZES} with frame_size >= base_size, got "
                              f"frame_size {self.frame_size} (--frame-size) and base_size "
                              f"{self.base_size} (--base-size)")
-        if self.init_from and not self.sharpens:
+        if self.init_trains == "rnn" and not self.init_from:
+            raise ValueError("init_trains 'rnn' needs init_from: the lamp whose RNN is replaced")
+        if self.new_rnn and self.frame_size != self.base_size:
+            raise ValueError(f"init_trains 'rnn' trains on footage at base_size ({self.base_size}), and "
+                             f"the lamp keeps its own frame size: leave out frame_size, got "
+                             f"{self.frame_size} (--frame-size)")
+        if self.init_from and not (self.sharpens or self.new_rnn):
             raise ValueError("init_from needs something to train: a frame_size above base_size (adds "
                              "an upsampler) or --decoder-loss adversarial (sharpens the decoder)")
         if self.warmup >= self.window:
@@ -211,7 +225,12 @@ class TrainConfig:
     @property
     def sharpens(self) -> bool:
         """Whether the run has a sharpening stage."""
-        return self.upsampled or self.decoder_loss == "adversarial"
+        return not self.new_rnn and (self.upsampled or self.decoder_loss == "adversarial")
+
+    @property
+    def new_rnn(self) -> bool:
+        """Whether the run gives the lamp named by init_from a new RNN (and trains nothing else)."""
+        return bool(self.init_from) and self.init_trains == "rnn"
 
     def rnn_config(self) -> LatentRNNConfig:
         """Architecture of the latent RNN stage."""
@@ -284,6 +303,8 @@ def stage_budget(run: Run, stage: str) -> Budget:
         steps = {"vae": c.vae_steps, "refine": c.refine_steps, "rnn": c.rnn_steps,
                  "sharpen": c.sharpen_steps}
         return Budget(steps=steps[stage], seconds=None)
+    if c.new_rnn:
+        return Budget(steps=0, seconds=c.minutes * 60 * (stage == "rnn"))
     sharpen = (1.0 if c.init_from else c.sharpen_share) if c.sharpens else 0.0
     share = {"vae": c.vae_share - c.refine_share, "refine": c.refine_share,
              "rnn": 1 - c.vae_share}.get(stage, 0.0) * (1 - sharpen)
@@ -532,23 +553,30 @@ def build_lamp(run: Run, vae: VAE, rnn: LatentRNN, latents: dict[str, list[np.nd
                clips: Footage, summaries: dict[str, Any]) -> Lamp:
     """Everything the daemon needs, in one Lamp."""
     c = run.config
-    stepped = np.concatenate([s[::c.frame_step] for s in latents["train"]])
-    contexts = sample_windows(latents["train"], np.random.default_rng(run.seeds("start contexts")),
-                              START_CONTEXTS, START_CONTEXT_STEPS, c.frame_step)
+    reference, contexts = dream_starts(run, latents)
     d = c.latent_size
     training = {"config": dataclasses.asdict(c), "stages": summaries, "package_version": __version__,
                 "processes": run.world.size, "device": run.device.type}
     return Lamp(name=c.name, decoder_kind="vae", decoder_config=vae.config, decoder=vae.decoder,
-                rnn=rnn, latent_mean=torch.zeros(d), latent_std=torch.ones(d),
-                reference=latent_stats(torch.from_numpy(stepped)),
-                start_contexts=torch.from_numpy(contexts),
+                rnn=rnn, latent_mean=torch.zeros(d), latent_std=torch.ones(d), reference=reference,
+                start_contexts=contexts,
                 data=DataInfo(fps=clips.fps, frame_step=c.frame_step, description=clips.description),
                 encoder=vae.encoder, training=training).to(run.device)
 
 
+def dream_starts(run: Run, latents: dict[str, list[np.ndarray]]) -> tuple[LatentStats, torch.Tensor]:
+    """The latent reference statistics (the footage's latents at the lamp's rate) and the start
+    contexts (START_CONTEXTS real windows of START_CONTEXT_STEPS latents) of a lamp's RNN."""
+    c = run.config
+    stepped = np.concatenate([s[::c.frame_step] for s in latents["train"]])
+    contexts = sample_windows(latents["train"], np.random.default_rng(run.seeds("start contexts")),
+                              START_CONTEXTS, START_CONTEXT_STEPS, c.frame_step)
+    return latent_stats(torch.from_numpy(stepped)), torch.from_numpy(contexts)
+
+
 @torch.no_grad()
 def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
-                          seed: int) -> dict[str, Any]:
+                          seed: int, *, base: bool = False) -> dict[str, Any]:
     """Set lamp.temperature so the dream moves per step like the training footage (CALIBRATION_DREAMS
     dreams seeded from `seed`).
 
@@ -557,7 +585,8 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
     motion is at most CALIBRATION_TOLERANCE times the footage's at the lamp's frame rate (or,
     when none is, the one closest to it): as much variety as the footage's calm allows. Each
     dream's motion is measured on every other pair of consecutive steps (half the decoding: a
-    256 px lamp's frames are costly).
+    256 px lamp's frames are costly). With `base`, the frames are the decoder's, before any
+    upsampler (for footage at base_size).
     """
     if lamp.rnn.config.head != "mdn":
         return {"temperature": 1.0, "note": "deterministic head: nothing to calibrate"}
@@ -571,7 +600,9 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
             dream = Dream(lamp, seed=int_seed(stream))
             dream.skip(CALIBRATION_STEPS // 4)
             pairs = dream.advance(CALIBRATION_STEPS).reshape(-1, 2, lamp.latent_size)[::2]
-            moves.append(step_motion(dream.decode(pairs.flatten(0, 1)))[::2].mean())
+            latents = pairs.flatten(0, 1).to(lamp.latent_mean.device)
+            frames = frames_to_uint8(lamp.decode_base(latents)) if base else dream.decode(latents)
+            moves.append(step_motion(frames)[::2].mean())
         ratios[t] = float(np.mean(moves) / max(target, 1e-6))
     calm = [t for t, r in ratios.items() if r <= CALIBRATION_TOLERANCE]
     lamp.temperature = max(calm) if calm else \
@@ -737,14 +768,32 @@ def _sharpen_pictures(folder: Path, sharpener: Sharpener) -> None:
     contact_sheet(rows, scale=1 if pairs.val_targets.shape[1] > 64 else 2).save(folder / "samples.png")
 
 
+def check_init_lamp(c: TrainConfig, lamp: Lamp, footage_fps: float | None = None) -> None:
+    """Refuse (ValueError) an init_from lamp the run cannot build on: sharpening needs a lamp of
+    base_size with an encoder and no upsampler yet; a new RNN needs an encoder, decoder frames of
+    base_size and footage (at `footage_fps`, when given) that steps at the lamp's own rate."""
+    if c.new_rnn:
+        if lamp.encoder is None or lamp.base_size != c.base_size:
+            raise ValueError(f"{c.init_from}: a new RNN needs a lamp with an encoder and decoder size "
+                             f"{c.base_size} (it has decoder size {lamp.base_size}, encoder "
+                             f"{'yes' if lamp.encoder else 'no'})")
+        rate = None if footage_fps is None else footage_fps / c.frame_step
+        if rate is not None and not math.isclose(rate, lamp.data.lamp_fps, rel_tol=1e-6):
+            raise ValueError(f"footage at {footage_fps:g} fps, every {c.frame_step} frames, steps at "
+                             f"{rate:g} lamp frames per second, but {c.init_from} dreams at "
+                             f"{lamp.data.lamp_fps:g}: choose --frame-step "
+                             f"{footage_fps / lamp.data.lamp_fps:g} or footage at another rate")
+    elif lamp.encoder is None or lamp.upsampler is not None or lamp.base_size != c.base_size:
+        raise ValueError(f"{c.init_from}: init_from needs a lamp of base_size {c.base_size} with an "
+                         f"encoder and no upsampler (it has frame size {lamp.frame_size}, decoder "
+                         f"size {lamp.base_size}, encoder {'yes' if lamp.encoder else 'no'})")
+
+
 def upgrade_lamp(run: Run) -> tuple[Lamp, VAE]:
     """The finished lamp named by init_from, and its VAE (decoder and encoder), to sharpen further."""
     c = run.config
     lamp = load_lamp(c.init_from, run.device)
-    if lamp.encoder is None or lamp.upsampler is not None or lamp.base_size != c.base_size:
-        raise ValueError(f"{c.init_from}: init_from needs a lamp of base_size {c.base_size} with an "
-                         f"encoder and no upsampler (it has frame size {lamp.frame_size}, decoder "
-                         f"size {lamp.base_size}, encoder {'yes' if lamp.encoder else 'no'})")
+    check_init_lamp(c, lamp)
     vae = VAE(lamp.decoder_config).to(run.device)
     vae.encoder, vae.decoder = lamp.encoder, lamp.decoder
     lamp.fixed_detail = None  # measured again for the new decoder or upsampler (set_fixed_detail)
@@ -755,7 +804,9 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     """Run every stage (skipping finished ones) and write the lamp to `out` (main process)."""
     if run.world.main:
         run.folder.mkdir(parents=True, exist_ok=True)
-    if run.config.init_from:
+    if run.config.new_rnn:
+        lamp = new_rnn_lamp(run, clips)
+    elif run.config.init_from:
         lamp, vae = upgrade_lamp(run)
         lamp.upsampler, sharpen_summary = sharpen_stage(run, vae, clips)
         lamp.name = run.config.name
@@ -767,13 +818,39 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     else:
         lamp = _train_new_lamp(run, clips)
     if run.world.main:
-        set_fixed_detail(run, lamp, clips)
-        set_grain(run, lamp, clips)
-        _dream_pictures(run, lamp, "sharpen" if run.config.init_from else "rnn")
+        if not run.config.new_rnn:  # else the frames are the lamp's own, and so is their detail
+            set_fixed_detail(run, lamp, clips)
+            set_grain(run, lamp, clips)
+        _dream_pictures(run, lamp, "sharpen" if run.config.sharpens else "rnn")
         save_lamp(lamp, run.folder / "lamp.safetensors")
         save_lamp(lamp, out)
         log.info("wrote %s", out)
     barrier(run.world)
+    return lamp
+
+
+def new_rnn_lamp(run: Run, clips: Footage) -> Lamp:
+    """The lamp named by init_from with a new RNN trained on this run's footage (at base_size),
+    encoded by the lamp's own encoder; new start contexts, latent reference and temperature (its
+    frames are made as before, so the temperature is calibrated on the decoder's frames)."""
+    c = run.config
+    lamp = load_lamp(c.init_from, run.device)
+    check_init_lamp(c, lamp, clips.fps)
+    vae = VAE(lamp.decoder_config).to(run.device)
+    vae.encoder, vae.decoder = lamp.encoder, lamp.decoder
+    latents = encode_footage(run, vae.eval(), clips)
+    lamp.rnn, summary = train_rnn(run, latents)
+    lamp.reference, contexts = dream_starts(run, latents)
+    lamp.start_contexts = contexts.to(run.device)
+    record = {"config": dataclasses.asdict(c), "rnn": summary, "package_version": __version__,
+              "device": run.device.type, "rnn_footage": clips.description}
+    if run.world.main:
+        before = lamp.temperature
+        record["calibration"] = {**calibrate_temperature(lamp, clips.train, c.frame_step,
+                                                         int_seed(run.seeds("calibration")), base=True),
+                                 "previous_temperature": before, "frame_size": lamp.base_size}
+    lamp.name = c.name
+    lamp.training = {**lamp.training, "upgraded_by": [*_upgrades(lamp.training), record]}
     return lamp
 
 
