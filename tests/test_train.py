@@ -217,7 +217,8 @@ def test_init_from_sharpens_the_decoder_then_adds_an_upsampler_keeping_encoder_a
 def test_init_trains_rnn_gives_a_lamp_a_new_rnn_and_keeps_how_it_makes_frames(tmp_path, clip_128):
     """A 128 px lamp's RNN replaced by one trained on other footage at the lamp's rate (15 fps
     footage, every frame): encoder, decoder, upsampler, fixed detail and grain stay bit for bit."""
-    lamp_path, new_path = tmp_path / "lamp.safetensors", tmp_path / "new.safetensors"
+    lamp_path, run = tmp_path / "lamp.safetensors", tmp_path / "new"
+    new_path = run / "new.safetensors"  # in the run folder, which the run makes
     train(str(clip_128), "--run-dir", str(tmp_path / "run128"), "--out", str(lamp_path),
           "--frame-size", "128", "--sharpen-crop", "32", "--decoder-loss", "l1", *TINY_UPSAMPLER, *TINY)
     slow = tmp_path / "slow.npz"
@@ -226,7 +227,6 @@ def test_init_trains_rnn_gives_a_lamp_a_new_rnn_and_keeps_how_it_makes_frames(tm
                     "--init-trains", "rnn", *TINY, check=False)  # TINY steps every 2nd frame: 7.5 fps
     assert refused.returncode == 2 and "choose --frame-step 1" in refused.stderr, refused.stderr
     assert not (tmp_path / "wrong").exists()
-    run = tmp_path / "new"
     train(str(slow), "--run-dir", str(run), "--out", str(new_path), "--init-from", str(lamp_path),
           "--init-trains", "rnn", *TINY, "--frame-step", "1")
     before, after = load_lamp(lamp_path), load_lamp(new_path)

@@ -84,8 +84,8 @@ def run_train(args: argparse.Namespace) -> int:
         settings = _settings(args)
         config = TrainConfig(**settings["train"])
         check_output_folder(args.run_dir, "--run-dir")
-        if args.out is not None:  # the default lies in the run folder, which the run makes
-            check_output_file(args.out, "--out")
+        if args.out is not None and args.out.resolve().parent != args.run_dir.resolve():
+            check_output_file(args.out, "--out")  # the run folder (the default's) is made by the run
         device = resolve_device(args.device)
         world = join_world(device)
         clips = _footage(settings, config)

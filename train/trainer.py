@@ -821,7 +821,7 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
         if not run.config.new_rnn:  # else the frames are the lamp's own, and so is their detail
             set_fixed_detail(run, lamp, clips)
             set_grain(run, lamp, clips)
-        _dream_pictures(run, lamp, "sharpen" if run.config.sharpens else "rnn")
+        _dream_pictures(run, lamp, "sharpen" if run.config.init_from and run.config.sharpens else "rnn")
         save_lamp(lamp, run.folder / "lamp.safetensors")
         save_lamp(lamp, out)
         log.info("wrote %s", out)
