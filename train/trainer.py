@@ -777,10 +777,10 @@ def check_init_lamp(c: TrainConfig, lamp: Lamp, footage_fps: float | None = None
             raise ValueError(f"{c.init_from}: a new RNN needs a lamp with an encoder and decoder size "
                              f"{c.base_size} (it has decoder size {lamp.base_size}, encoder "
                              f"{'yes' if lamp.encoder else 'no'})")
-        rate = None if footage_fps is None else footage_fps / c.frame_step
-        if rate is not None and not math.isclose(rate, lamp.data.lamp_fps, rel_tol=1e-6):
+        if footage_fps is not None and not math.isclose(footage_fps / c.frame_step,
+                                                        lamp.data.lamp_fps, rel_tol=1e-6):
             raise ValueError(f"footage at {footage_fps:g} fps, every {c.frame_step} frames, steps at "
-                             f"{rate:g} lamp frames per second, but {c.init_from} dreams at "
+                             f"{footage_fps / c.frame_step:g} lamp frames per second, but {c.init_from} dreams at "
                              f"{lamp.data.lamp_fps:g}: choose --frame-step "
                              f"{footage_fps / lamp.data.lamp_fps:g} or footage at another rate")
     elif lamp.encoder is None or lamp.upsampler is not None or lamp.base_size != c.base_size:
@@ -789,15 +789,20 @@ def check_init_lamp(c: TrainConfig, lamp: Lamp, footage_fps: float | None = None
                          f"size {lamp.base_size}, encoder {'yes' if lamp.encoder else 'no'})")
 
 
+def lamp_vae(lamp: Lamp, device: torch.device) -> VAE:
+    """A finished lamp's encoder and decoder as one VAE (in eval mode), sharing their weights."""
+    vae = VAE(lamp.decoder_config).to(device)
+    vae.encoder, vae.decoder = lamp.encoder, lamp.decoder
+    return vae.eval()
+
+
 def upgrade_lamp(run: Run) -> tuple[Lamp, VAE]:
     """The finished lamp named by init_from, and its VAE (decoder and encoder), to sharpen further."""
     c = run.config
     lamp = load_lamp(c.init_from, run.device)
     check_init_lamp(c, lamp)
-    vae = VAE(lamp.decoder_config).to(run.device)
-    vae.encoder, vae.decoder = lamp.encoder, lamp.decoder
     lamp.fixed_detail = None  # measured again for the new decoder or upsampler (set_fixed_detail)
-    return lamp, vae.eval()
+    return lamp, lamp_vae(lamp, run.device)
 
 
 def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
@@ -809,12 +814,10 @@ def train_lamp(run: Run, clips: Footage, out: Path) -> Lamp:
     elif run.config.init_from:
         lamp, vae = upgrade_lamp(run)
         lamp.upsampler, sharpen_summary = sharpen_stage(run, vae, clips)
-        lamp.name = run.config.name
-        record = {"config": dataclasses.asdict(run.config), "sharpen": sharpen_summary,
-                  "package_version": __version__, "device": run.device.type}
+        record = {"sharpen": sharpen_summary}
         if run.world.main:  # sharper frames change more pixels per step: measured again
             record["calibration"] = recalibrate(run, lamp, clips)
-        lamp.training = {**lamp.training, "upgraded_by": [*_upgrades(lamp.training), record]}
+        add_upgrade(run, lamp, record)
     else:
         lamp = _train_new_lamp(run, clips)
     if run.world.main:
@@ -836,21 +839,17 @@ def new_rnn_lamp(run: Run, clips: Footage) -> Lamp:
     c = run.config
     lamp = load_lamp(c.init_from, run.device)
     check_init_lamp(c, lamp, clips.fps)
-    vae = VAE(lamp.decoder_config).to(run.device)
-    vae.encoder, vae.decoder = lamp.encoder, lamp.decoder
-    latents = encode_footage(run, vae.eval(), clips)
+    latents = encode_footage(run, lamp_vae(lamp, run.device), clips)
     lamp.rnn, summary = train_rnn(run, latents)
     lamp.reference, contexts = dream_starts(run, latents)
     lamp.start_contexts = contexts.to(run.device)
-    record = {"config": dataclasses.asdict(c), "rnn": summary, "package_version": __version__,
-              "device": run.device.type, "rnn_footage": clips.description}
+    record = {"rnn": summary, "rnn_footage": clips.description}
     if run.world.main:
         before = lamp.temperature
         record["calibration"] = {**calibrate_temperature(lamp, clips.train, c.frame_step,
                                                          int_seed(run.seeds("calibration")), base=True),
                                  "previous_temperature": before, "frame_size": lamp.base_size}
-    lamp.name = c.name
-    lamp.training = {**lamp.training, "upgraded_by": [*_upgrades(lamp.training), record]}
+    add_upgrade(run, lamp, record)
     return lamp
 
 
@@ -926,6 +925,15 @@ def recalibrate(run: Run, lamp: Lamp, clips: Footage) -> dict[str, Any]:
                                     int_seed(run.seeds("calibration")))
     return {**summary, "previous_temperature": before, "footage_frame_step": step,
             "frame_size": lamp.frame_size}
+
+
+def add_upgrade(run: Run, lamp: Lamp, record: dict[str, Any]) -> None:
+    """Name the lamp after this run and add the run (its config, what it trained, `record`) to the
+    lamp's training.upgraded_by."""
+    lamp.name = run.config.name
+    record = {"config": dataclasses.asdict(run.config), **record, "package_version": __version__,
+              "device": run.device.type}
+    lamp.training = {**lamp.training, "upgraded_by": [*_upgrades(lamp.training), record]}
 
 
 def _upgrades(training: dict[str, Any]) -> list[dict[str, Any]]:
