@@ -8,6 +8,7 @@ from lavalamp.models.checkpoint import default_lamp_path, load_lamp
 from lavalamp.models.dream import Dream
 from lavalamp.models.motion import step_motion
 from lavalamp.train.simulator import SimulatorConfig
+from lavalamp.train.trainer import CALIBRATION_TEMPERATURES, CALIBRATION_TOLERANCE
 
 MAX_BYTES = 10 * 1024 * 1024
 
@@ -30,6 +31,10 @@ def test_the_default_lamp_describes_itself():
     assert [u["config"]["decoder_loss"] for u in upgrades[:2]] == ["adversarial", "adversarial"]
     calibrations = [lamp.training["calibration"], *(u["calibration"] for u in upgrades if "calibration" in u)]
     assert 0 < lamp.temperature <= 1 and calibrations[-1]["temperature"] == lamp.temperature
+    # by today's rule: the hottest temperature tried whose settled motion is within the tolerance
+    ratios = {float(t): r for t, r in calibrations[-1]["motion_ratio_by_temperature"].items()}
+    assert set(ratios) == set(CALIBRATION_TEMPERATURES)
+    assert lamp.temperature == max(t for t, r in ratios.items() if r <= CALIBRATION_TOLERANCE)
     assert lamp.rnn.config.sphere and lamp.decoder_config.sphere
     # the glass's outline and highlights as the footage shows them, measured at 256 px
     assert lamp.fixed_detail.shape == (3, 256, 256) and lamp.training["fixed_detail"]["setting"] == "auto"

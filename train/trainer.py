@@ -56,10 +56,16 @@ FIXED_DETAIL_FRAMES = 2048
 MAX_SEED = 2**63 - 1
 SHARPEN_VALIDATION_FRAMES = 48
 VALIDATE_EVERY_STEPS = 100
-CALIBRATION_TEMPERATURES = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
-CALIBRATION_TOLERANCE = 1.1
-CALIBRATION_DREAMS = 2
-CALIBRATION_STEPS = 300
+CALIBRATION_TEMPERATURES = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08,
+                            0.05)
+CALIBRATION_TOLERANCE = 1.2
+"""Most one-step motion a calibrated dream may have, as a multiple of its footage's: inside the
+0.8-1.25 band eval accepts, with room for the calibration's own noise (a cooler temperature than
+needed costs the long run its spread: see calibrate_temperature)."""
+CALIBRATION_DREAMS = 16
+CALIBRATION_SETTLE_STEPS = 2000
+"""Undecoded steps each calibration dream runs first: the motion it settles into, not its start's."""
+CALIBRATION_STEPS = 80
 TEXTURE_STRIDE = 4
 
 
@@ -580,13 +586,15 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
     """Set lamp.temperature so the dream moves per step like the training footage (CALIBRATION_DREAMS
     dreams seeded from `seed`).
 
-    Too hot a mixture-density head adds step-to-step jitter that the footage does not have (its
-    slow drift is right at any temperature). This takes the hottest temperature whose one-step
-    motion is at most CALIBRATION_TOLERANCE times the footage's at the lamp's frame rate (or,
-    when none is, the one closest to it): as much variety as the footage's calm allows. Each
-    dream's motion is measured on every other pair of consecutive steps (half the decoding: a
-    256 px lamp's frames are costly). With `base`, the frames are the decoder's, before any
-    upsampler (for footage at base_size).
+    Too hot a mixture-density head adds step-to-step jitter that the footage does not have; too
+    cold a one shrinks the dream's spread over the long run, into averaged, softer states than the
+    footage shows. This takes the hottest temperature whose one-step motion is at most
+    CALIBRATION_TOLERANCE times the footage's at the lamp's frame rate (or, when none is, the one
+    closest to it). The motion is the one each dream settles into after CALIBRATION_SETTLE_STEPS
+    (a dream moves more in its first steps from a start context than in the days after), over
+    many short dreams (lamp states differ in how much they move), on every other pair of
+    consecutive steps (half the decoding: a 256 px lamp's frames are costly). With `base`, the
+    frames are the decoder's, before any upsampler (for footage at base_size).
     """
     if lamp.rnn.config.head != "mdn":
         return {"temperature": 1.0, "note": "deterministic head: nothing to calibrate"}
@@ -598,7 +606,7 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
         moves = []
         for stream in np.random.SeedSequence(seed).spawn(CALIBRATION_DREAMS):
             dream = Dream(lamp, seed=int_seed(stream))
-            dream.skip(CALIBRATION_STEPS // 4)
+            dream.skip(CALIBRATION_SETTLE_STEPS)
             pairs = dream.advance(CALIBRATION_STEPS).reshape(-1, 2, lamp.latent_size)[::2]
             latents = pairs.flatten(0, 1).to(lamp.latent_mean.device)
             frames = frames_to_uint8(lamp.decode_base(latents)) if base else dream.decode(latents)
