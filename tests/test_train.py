@@ -19,7 +19,8 @@ GRAIN_128 = 3.0
 TINY_UPSAMPLER = ["--upsampler-channels", "8", "--upsampler-blocks", "1"]
 TINY = ["--steps", "6", "--base-channels", "4", "--latent-size", "6", "--hidden-size", "8",
         "--mixtures", "2", "--window", "6", "--warmup", "2", "--rollout", "3", "--frame-step", "2",
-        "--vae-batch", "4", "--rnn-batch", "4", "--no-progress", "--device", "cpu", "--threads", "1"]
+        "--vae-batch", "4", "--rnn-batch", "4", "--calibration-dreams", "2", "--no-progress", "--device",
+        "cpu", "--threads", "1"]
 
 
 def moving_blob_clip(n: int, seed: int) -> np.ndarray:
@@ -331,7 +332,7 @@ def test_calibration_takes_the_hottest_temperature_that_moves_like_the_footage()
 
     from .fakes import make_lamp
     lamp = make_lamp()
-    report = calibrate_temperature(lamp, [moving_blob_clip(200, 1)], frame_step=2, seed=0)
+    report = calibrate_temperature(lamp, [moving_blob_clip(200, 1)], frame_step=2, seed=0, dreams=4)
     ratios = {float(t): r for t, r in report["motion_ratio_by_temperature"].items()}
     calm = [t for t, r in ratios.items() if r <= CALIBRATION_TOLERANCE]
     closest = min(ratios, key=lambda t: abs(math.log(ratios[t])))

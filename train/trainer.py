@@ -19,7 +19,7 @@ from lavalamp.models import __version__
 from lavalamp.models.atomic import atomic_write_bytes
 from lavalamp.models.checkpoint import DataInfo, Lamp, load_lamp, save_lamp
 from lavalamp.models.conv import MAX_CHANNELS as MAX_CONV_CHANNELS
-from lavalamp.models.dream import Dream, frames_to_float, frames_to_uint8
+from lavalamp.models.dream import DECODE_BATCH, Dream, frames_to_float, frames_to_uint8
 from lavalamp.models.grain import GRAIN_FRAMES, estimate_grain, sequence_grain
 from lavalamp.models.fields import documented, field_problem, option
 from lavalamp.models.latent import LatentStats, latent_stats, project_to_sphere, slerp
@@ -165,6 +165,8 @@ class TrainConfig:
                                              "step budgets).", above=0)
     vae_steps: int = documented(2000, "VAE optimizer steps when no minutes budget is given.", least=0)
     rnn_steps: int = documented(2000, "RNN optimizer steps when no minutes budget is given.", least=0)
+    calibration_dreams: int = documented(CALIBRATION_DREAMS, "Dreams the temperature is calibrated on (more: "
+                                                             "a steadier choice, and slower).", least=1)
     seed: int = documented(0, "Seed of every random choice; the same seed and data reproduce the run.",
                            least=0, most=MAX_SEED)
     name: str = documented("lamp", "Name stored in the checkpoint and shown in metrics.")
@@ -581,10 +583,10 @@ def dream_starts(run: Run, latents: dict[str, list[np.ndarray]]) -> tuple[Latent
 
 
 @torch.no_grad()
-def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
-                          seed: int, *, base: bool = False) -> dict[str, Any]:
-    """Set lamp.temperature so the dream moves per step like the training footage (CALIBRATION_DREAMS
-    dreams seeded from `seed`).
+def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int, seed: int, *,
+                          base: bool = False, dreams: int = CALIBRATION_DREAMS) -> dict[str, Any]:
+    """Set lamp.temperature so the dream moves per step like the training footage (`dreams` dreams
+    seeded from `seed`).
 
     Too hot a mixture-density head adds step-to-step jitter that the footage does not have; too
     cold a one shrinks the dream's spread over the long run, into averaged, softer states than the
@@ -603,15 +605,14 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
     ratios = {}
     for t in CALIBRATION_TEMPERATURES:
         lamp.temperature = t
-        moves = []
-        for stream in np.random.SeedSequence(seed).spawn(CALIBRATION_DREAMS):
+        latents = []
+        for stream in np.random.SeedSequence(seed).spawn(dreams):
             dream = Dream(lamp, seed=int_seed(stream))
             dream.skip(CALIBRATION_SETTLE_STEPS)
-            pairs = dream.advance(CALIBRATION_STEPS).reshape(-1, 2, lamp.latent_size)[::2]
-            latents = pairs.flatten(0, 1).to(lamp.latent_mean.device)
-            frames = frames_to_uint8(lamp.decode_base(latents)) if base else dream.decode(latents)
-            moves.append(step_motion(frames)[::2].mean())
-        ratios[t] = float(np.mean(moves) / max(target, 1e-6))
+            latents.append(dream.advance(CALIBRATION_STEPS).reshape(-1, 2, lamp.latent_size)[::2].flatten(0, 1))
+        frames = _calibration_frames(lamp, torch.cat(latents), base)
+        frames = frames.reshape(dreams, -1, *frames.shape[1:])
+        ratios[t] = float(np.mean([step_motion(f)[::2].mean() for f in frames]) / max(target, 1e-6))
     calm = [t for t, r in ratios.items() if r <= CALIBRATION_TOLERANCE]
     lamp.temperature = max(calm) if calm else \
         min(ratios, key=lambda t: abs(math.log(max(ratios[t], 1e-6))))
@@ -619,6 +620,14 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int,
              {f"{t:g}": round(r, 2) for t, r in ratios.items()})
     return {"temperature": lamp.temperature, "footage_motion_per_step": float(target),
             "motion_ratio_by_temperature": {f"{t:g}": r for t, r in ratios.items()}}
+
+
+def _calibration_frames(lamp: Lamp, latents: torch.Tensor, base: bool) -> np.ndarray:
+    """uint8 frames of latents (N,D): the decoder's (`base`) or the lamp's, DECODE_BATCH at a time."""
+    decode = lamp.decode_base if base else lamp.decode
+    device = lamp.latent_mean.device
+    return np.concatenate([frames_to_uint8(decode(latents[i:i + DECODE_BATCH].to(device)))
+                           for i in range(0, len(latents), DECODE_BATCH)])
 
 
 @torch.no_grad()
@@ -855,7 +864,8 @@ def new_rnn_lamp(run: Run, clips: Footage) -> Lamp:
     if run.world.main:
         before = lamp.temperature
         record["calibration"] = {**calibrate_temperature(lamp, clips.train, c.frame_step,
-                                                         int_seed(run.seeds("calibration")), base=True),
+                                                         int_seed(run.seeds("calibration")), base=True,
+                                                         dreams=c.calibration_dreams),
                                  "previous_temperature": before, "frame_size": lamp.base_size}
     add_upgrade(run, lamp, record)
     return lamp
@@ -930,7 +940,7 @@ def recalibrate(run: Run, lamp: Lamp, clips: Footage) -> dict[str, Any]:
     step = max(1, round(clips.fps / lamp.data.lamp_fps))
     before = lamp.temperature
     summary = calibrate_temperature(lamp, clips.at_size(lamp.frame_size).train, step,
-                                    int_seed(run.seeds("calibration")))
+                                    int_seed(run.seeds("calibration")), dreams=run.config.calibration_dreams)
     return {**summary, "previous_temperature": before, "footage_frame_step": step,
             "frame_size": lamp.frame_size}
 
@@ -965,6 +975,7 @@ def _train_new_lamp(run: Run, clips: Footage) -> Lamp:
                                                      "sharpen": sharpen_summary, "rnn": rnn_summary})
     if run.world.main:
         lamp.training["calibration"] = calibrate_temperature(lamp, base.train, run.config.frame_step,
-                                                             int_seed(run.seeds("calibration")))
+                                                             int_seed(run.seeds("calibration")),
+                                                             dreams=run.config.calibration_dreams)
     lamp.upsampler = upsampler.to(run.device) if upsampler is not None else None
     return lamp
