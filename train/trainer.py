@@ -589,7 +589,7 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int, 
     seeded from `seed`).
 
     Too hot a mixture-density head adds step-to-step jitter that the footage does not have; too
-    cold a one shrinks the dream's spread over the long run, into averaged, softer states than the
+    cold a head shrinks the dream's spread over the long run, into averaged, softer states than the
     footage shows. This takes the hottest temperature whose one-step motion is at most
     CALIBRATION_TOLERANCE times the footage's at the lamp's frame rate (or, when none is, the one
     closest to it). The motion is the one each dream settles into after CALIBRATION_SETTLE_STEPS
@@ -609,7 +609,8 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int, 
         for stream in np.random.SeedSequence(seed).spawn(dreams):
             dream = Dream(lamp, seed=int_seed(stream))
             dream.skip(CALIBRATION_SETTLE_STEPS)
-            latents.append(dream.advance(CALIBRATION_STEPS).reshape(-1, 2, lamp.latent_size)[::2].flatten(0, 1))
+            pairs = dream.advance(CALIBRATION_STEPS).reshape(-1, 2, lamp.latent_size)[::2]
+            latents.append(pairs.flatten(0, 1))
         frames = _calibration_frames(lamp, torch.cat(latents), base)
         frames = frames.reshape(dreams, -1, *frames.shape[1:])
         ratios[t] = float(np.mean([step_motion(f)[::2].mean() for f in frames]) / max(target, 1e-6))
