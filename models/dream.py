@@ -12,7 +12,7 @@ PROOF_CONTEXTS = 16  # start contexts decoded when a lamp is loaded (spread over
 PROOF_STEPS = 300  # dream steps a lamp must take with finite latents when it is loaded
 PROOF_DECODES = 6  # of those, frames decoded
 PROOF_UPSAMPLES = 2  # of each set of proof frames, enlarged by the upsampler (the rest stay small)
-DECODE_BATCH = 32  # frames Dream.decode decodes at once
+DECODE_BATCH = 32  # frames decode_frames decodes at once
 MIN_FRAME_SPREAD = 0.05 / 255  # a frame whose every channel varies less than this is flat
 
 
@@ -163,10 +163,17 @@ class Dream:
         """Replace the current latent (1,D) or (D,), e.g. after a renormalization by the guard."""
         self._x = latent.detach().reshape(-1).cpu().numpy().astype(np.float32)
 
-    @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Standardized latents (B,D) -> uint8 frames (B,S,S,3), DECODE_BATCH at a time (a large
-        lamp's activations for hundreds of frames at once would take gigabytes)."""
-        device = self.lamp.latent_mean.device
-        return np.concatenate([frames_to_uint8(self.lamp.decode(latents[i:i + DECODE_BATCH].to(device)))
-                               for i in range(0, max(len(latents), 1), DECODE_BATCH)])
+        """Standardized latents (B,D) -> uint8 frames (B,S,S,3) (see decode_frames)."""
+        return decode_frames(self.lamp, latents)
+
+
+@torch.inference_mode()
+def decode_frames(lamp: Lamp, latents: torch.Tensor, *, base: bool = False) -> np.ndarray:
+    """Standardized latents (B,D) -> uint8 frames (B,S,S,3) of the lamp (with `base`, of its decoder,
+    before any upsampler), DECODE_BATCH at a time (a large lamp's activations for hundreds of
+    frames at once would take gigabytes)."""
+    decode = lamp.decode_base if base else lamp.decode
+    device = lamp.latent_mean.device
+    return np.concatenate([frames_to_uint8(decode(latents[i:i + DECODE_BATCH].to(device)))
+                           for i in range(0, max(len(latents), 1), DECODE_BATCH)])

@@ -19,7 +19,7 @@ from lavalamp.models import __version__
 from lavalamp.models.atomic import atomic_write_bytes
 from lavalamp.models.checkpoint import DataInfo, Lamp, load_lamp, save_lamp
 from lavalamp.models.conv import MAX_CHANNELS as MAX_CONV_CHANNELS
-from lavalamp.models.dream import DECODE_BATCH, Dream, frames_to_float, frames_to_uint8
+from lavalamp.models.dream import Dream, decode_frames, frames_to_float, frames_to_uint8
 from lavalamp.models.grain import GRAIN_FRAMES, estimate_grain, sequence_grain
 from lavalamp.models.fields import documented, field_problem, option
 from lavalamp.models.latent import LatentStats, latent_stats, project_to_sphere, slerp
@@ -611,7 +611,7 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int, 
             dream.skip(CALIBRATION_SETTLE_STEPS)
             pairs = dream.advance(CALIBRATION_STEPS).reshape(-1, 2, lamp.latent_size)[::2]
             latents.append(pairs.flatten(0, 1))
-        frames = _calibration_frames(lamp, torch.cat(latents), base)
+        frames = decode_frames(lamp, torch.cat(latents), base=base)
         frames = frames.reshape(dreams, -1, *frames.shape[1:])
         ratios[t] = float(np.mean([step_motion(f)[::2].mean() for f in frames]) / max(target, 1e-6))
     calm = [t for t, r in ratios.items() if r <= CALIBRATION_TOLERANCE]
@@ -621,14 +621,6 @@ def calibrate_temperature(lamp: Lamp, clips: list[np.ndarray], frame_step: int, 
              {f"{t:g}": round(r, 2) for t, r in ratios.items()})
     return {"temperature": lamp.temperature, "footage_motion_per_step": float(target),
             "motion_ratio_by_temperature": {f"{t:g}": r for t, r in ratios.items()}}
-
-
-def _calibration_frames(lamp: Lamp, latents: torch.Tensor, base: bool) -> np.ndarray:
-    """uint8 frames of latents (N,D): the decoder's (`base`) or the lamp's, DECODE_BATCH at a time."""
-    decode = lamp.decode_base if base else lamp.decode
-    device = lamp.latent_mean.device
-    return np.concatenate([frames_to_uint8(decode(latents[i:i + DECODE_BATCH].to(device)))
-                           for i in range(0, len(latents), DECODE_BATCH)])
 
 
 @torch.no_grad()
