@@ -125,7 +125,7 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def daemon(env: dict, seconds: float, fps: float, lamp: Path, work: Path, xvfb: subprocess.Popen,
-           rss_every: float = 1.0) -> dict:
+           rss_every: float = 1.0, progress: bool = False) -> dict:
     port = free_port()
     config = work / f"bench-{fps:g}.yaml"
     config.write_text(f"display:\n  fps: {fps}\n  vsync: false\nmetrics:\n  port: {port}\n"
@@ -140,6 +140,8 @@ def daemon(env: dict, seconds: float, fps: float, lamp: Path, work: Path, xvfb: 
         rss = []
         while (left := seconds - (time.monotonic() - t0)) > 0:
             rss.append(rss_mb(proc.pid))
+            if progress:
+                print(f"  {seconds - left:5.0f} s: {rss[-1]:.0f} MB resident", file=sys.stderr, flush=True)
             time.sleep(min(rss_every, left))
         m1, c1, x1, t1 = scrape(port), cpu_seconds(proc.pid), cpu_seconds(xvfb.pid), time.monotonic()
         rss.append(rss_mb(proc.pid))
@@ -274,7 +276,8 @@ def report(args, env, lamp, work, xvfb) -> None:
 
 
 def report_long(seconds: float, env, lamp, work, xvfb) -> None:
-    d = daemon(env, seconds, 60, lamp, work, xvfb, rss_every=30)
+    print(f"the daemon alone at 60 fps for {seconds:g} s, memory every 30 s:", file=sys.stderr, flush=True)
+    d = daemon(env, seconds, 60, lamp, work, xvfb, rss_every=30, progress=True)
     rss = d["rss"]
     print(f"{seconds:g} s at 60 fps cap: {d['fps']:.2f} fps, {d['frames']:.0f} frames, "
           f"{d['underruns']:.0f} underruns, daemon {d['cpu'] / d['wall']:.3f} cores, "
