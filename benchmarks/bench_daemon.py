@@ -276,8 +276,10 @@ def report(args, env, lamp, work, xvfb) -> None:
 
 
 def report_long(seconds: float, env, lamp, work, xvfb) -> None:
-    print(f"the daemon alone at 60 fps for {seconds:g} s, memory every 30 s:", file=sys.stderr, flush=True)
-    d = daemon(env, seconds, 60, lamp, work, xvfb, rss_every=30, progress=True)
+    every = 30.0
+    print(f"the daemon alone at 60 fps for {seconds:g} s, memory every {every:g} s:",
+          file=sys.stderr, flush=True)
+    d = daemon(env, seconds, 60, lamp, work, xvfb, rss_every=every, progress=True)
     rss = d["rss"]
     print(f"{seconds:g} s at 60 fps cap: {d['fps']:.2f} fps, {d['frames']:.0f} frames, "
           f"{d['underruns']:.0f} underruns, daemon {d['cpu'] / d['wall']:.3f} cores, "
