@@ -31,7 +31,7 @@ MAX_TEXT = 10_000  # characters of any other text field
 LIMITS: dict[str, tuple[float, float]] = {
     "latent_size": (1, 1024), "base_channels": (1, 1024), "max_channels": (1, 4096),
     "hidden_size": (1, 8192), "num_layers": (1, 16), "mixtures": (1, 256),
-    "noise_rank": (0, 1024), "frame_size": (1, 4096), "in_size": (1, 4096), "out_size": (1, 4096),
+    "frame_size": (1, 4096), "in_size": (1, 4096), "out_size": (1, 4096),
     "channels": (1, 4096), "blocks": (1, 64), "fps": (1e-3, 1000.0), "frame_step": (1, 100_000),
 }
 TOP_LEVEL = {"name", "decoder_kind", "decoder_config", "rnn_config", "upsampler_config", "reference",

@@ -34,9 +34,6 @@ class LatentRNNConfig:
     """'mdn' (mixture of Gaussians, sampled with a temperature) or 'deterministic'."""
     mixtures: int = 5
     """Gaussians in the mixture-density head (ignored by the deterministic head)."""
-    noise_rank: int = 0
-    """Directions of correlated noise each Gaussian adds to its own per-dimension noise (0: the
-    dimensions are independent; ignored by the deterministic head)."""
     residual: bool = True
     """Predict the step z[t+1] - z[t] instead of the absolute latent."""
     sphere: bool = True
@@ -49,32 +46,23 @@ class LatentRNNConfig:
             raise ValueError(f"head must be 'mdn' or 'deterministic', got {self.head!r}")
         if min(self.latent_size, self.hidden_size, self.num_layers, self.mixtures) < 1:
             raise ValueError(f"sizes must be positive: {self}")
-        if not 0 <= self.noise_rank <= self.latent_size:
-            raise ValueError(f"noise_rank must be in 0..latent_size ({self.latent_size}), got {self.noise_rank}")
 
     @property
     def components(self) -> int:
         """Gaussians the head predicts (1 for the deterministic head)."""
         return self.mixtures if self.head == "mdn" else 1
 
-    @property
-    def rank(self) -> int:
-        """Correlated noise directions per Gaussian (0 for the deterministic head)."""
-        return self.noise_rank if self.head == "mdn" else 0
-
 
 class HeadOutput(NamedTuple):
     """What the head predicts for the next latent (or for its step when residual).
 
-    logit_pi (...,K) mixture logits; mu (...,K,D) means; log_sigma (...,K,D) log std devs;
-    factor (...,K,D,R) the correlated part: each Gaussian's covariance is diag(sigma^2) + F F^T.
-    The deterministic head has K=1, log_sigma all -inf-like and R=0 (unused).
+    logit_pi (...,K) mixture logits; mu (...,K,D) means; log_sigma (...,K,D) log std devs.
+    The deterministic head has K=1 and log_sigma all -inf-like (unused).
     """
 
     logit_pi: torch.Tensor
     mu: torch.Tensor
     log_sigma: torch.Tensor
-    factor: torch.Tensor
 
 
 class LatentRNN(nn.Module):
@@ -85,8 +73,8 @@ class LatentRNN(nn.Module):
         self.config = config
         core = nn.GRU if config.cell == "gru" else nn.LSTM
         self.core = core(config.latent_size, config.hidden_size, config.num_layers, batch_first=True)
-        k, d, r = config.components, config.latent_size, config.rank
-        self.head = nn.Linear(config.hidden_size, k * (1 + (2 + r) * d) if config.head == "mdn" else d)
+        k, d = config.components, config.latent_size
+        self.head = nn.Linear(config.hidden_size, k * (1 + 2 * d) if config.head == "mdn" else d)
 
     def forward(self, z: torch.Tensor, state: State | None = None) -> tuple[HeadOutput, State]:
         """Latents (B,T,D) -> head output for each next latent (B,T,...), final state."""
@@ -99,16 +87,14 @@ class LatentRNN(nn.Module):
         return HeadOutput(*(t.squeeze(1) for t in out)), state
 
     def _split(self, raw: torch.Tensor) -> HeadOutput:
-        k, d, r = self.config.components, self.config.latent_size, self.config.rank
+        k, d = self.config.components, self.config.latent_size
         lead = raw.shape[:-1]
         if self.config.head == "deterministic":
             mu = raw.view(*lead, 1, d)
-            return HeadOutput(raw.new_zeros(*lead, 1), mu, torch.full_like(mu, LOG_SIGMA_MIN),
-                              raw.new_zeros(*lead, 1, d, 0))
-        logit_pi, rest = raw.split([k, k * (2 + r) * d], dim=-1)
-        mu, log_sigma, factor = rest.view(*lead, k, (2 + r) * d).split([d, d, r * d], dim=-1)
-        return HeadOutput(logit_pi, mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX),
-                          factor.reshape(*lead, k, d, r))
+            return HeadOutput(raw.new_zeros(*lead, 1), mu, torch.full_like(mu, LOG_SIGMA_MIN))
+        logit_pi, rest = raw.split([k, 2 * k * d], dim=-1)
+        mu, log_sigma = rest.view(*lead, k, 2 * d).split([d, d], dim=-1)
+        return HeadOutput(logit_pi, mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX))
 
     def target(self, z: torch.Tensor) -> torch.Tensor:
         """What the head learns to predict from latents (B,T,D): next latents or their steps (B,T-1,D)."""
@@ -128,16 +114,11 @@ class LatentRNN(nn.Module):
         probs = F.softmax(out.logit_pi / temperature, dim=-1)
         flat = probs.reshape(-1, probs.shape[-1])
         choice = torch.multinomial(flat, 1, generator=generator).view(*probs.shape[:-1], 1, 1)
-        d, r = out.mu.shape[-1], out.factor.shape[-1]
-        index = choice.expand(*probs.shape[:-1], 1, d)
+        index = choice.expand(*probs.shape[:-1], 1, out.mu.shape[-1])
         mu = out.mu.gather(-2, index).squeeze(-2)
-        sigma = out.log_sigma.gather(-2, index).squeeze(-2).exp()
-        noise = torch.randn((*mu.shape[:-1], d + r), generator=generator, device=mu.device, dtype=mu.dtype)
-        spread = sigma * noise[..., :d]
-        if r:
-            factor = out.factor.gather(-3, index.unsqueeze(-1).expand(*index.shape, r)).squeeze(-3)
-            spread = spread + (factor @ noise[..., d:, None]).squeeze(-1)
-        return mu + math.sqrt(temperature) * spread
+        sigma = out.log_sigma.gather(-2, index).squeeze(-2).exp() * math.sqrt(temperature)
+        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + sigma * noise
 
 
 def mdn_nll(out: HeadOutput, target: torch.Tensor) -> torch.Tensor:
@@ -145,22 +126,5 @@ def mdn_nll(out: HeadOutput, target: torch.Tensor) -> torch.Tensor:
     target = target.unsqueeze(-2)  # (...,1,D)
     z = (target - out.mu) * torch.exp(-out.log_sigma)
     log_prob = (-0.5 * z.pow(2) - out.log_sigma - 0.5 * math.log(2 * math.pi)).sum(-1)  # (...,K)
-    if out.factor.shape[-1]:
-        log_prob = log_prob + _low_rank_correction(z, out.factor * torch.exp(-out.log_sigma).unsqueeze(-1))
     log_mix = F.log_softmax(out.logit_pi, dim=-1) + log_prob
     return -torch.logsumexp(log_mix, dim=-1).mean() / target.shape[-1]
-
-
-def _low_rank_correction(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """What the factor adds to the diagonal Gaussian's log density, by the Woodbury identity.
-
-    With z = (x - mu) / sigma (...,D) and w = F / sigma (...,D,R), the covariance is
-    sigma (I + w w^T) sigma; its inverse and log-determinant go through the R x R capacitance
-    C = I + w^T w, so this costs O(D R^2) per Gaussian, not O(D^3).
-    """
-    r = w.shape[-1]
-    capacitance = torch.eye(r, dtype=w.dtype, device=w.device) + w.transpose(-1, -2) @ w
-    chol = torch.linalg.cholesky(capacitance)
-    projected = torch.linalg.solve_triangular(chol, w.transpose(-1, -2) @ z.unsqueeze(-1), upper=False)
-    log_det = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-    return 0.5 * projected.squeeze(-1).pow(2).sum(-1) - 0.5 * log_det

@@ -25,7 +25,7 @@ class LatentStepper:
     """Steps one dream of a LatentRNN in float32 NumPy: the maths of `rnn.step`, sample, next_latent.
 
     Mixture components are chosen with the Gumbel-max trick, so each step consumes K Gumbel and
-    D + R normal draws (R: the head's noise rank) from the stepper's own PCG64 generator: a seed reproduces the trajectory.
+    D normal draws from the stepper's own PCG64 generator: a seed reproduces the trajectory.
     """
 
     def __init__(self, rnn: LatentRNN, *, temperature: float = 1.0, seed: int = 0) -> None:
@@ -34,9 +34,9 @@ class LatentStepper:
         self.layers = [self._layer_weights(rnn.core, i) for i in range(c.num_layers)]
         self.head_w = rnn.head.weight.detach().cpu().numpy().astype(np.float32)
         self.head_b = rnn.head.bias.detach().cpu().numpy().astype(np.float32)
-        k, rows = c.components, (2 + c.rank) * c.latent_size
+        k, rows = c.components, 2 * c.latent_size
         self._mixture = self.head_w[:k], self.head_b[:k]
-        spans = [slice(k + i * rows, k + (i + 1) * rows) for i in range(k)]  # mu, log sigma, factor
+        spans = [slice(k + i * rows, k + (i + 1) * rows) for i in range(k)]  # mu and log sigma of each
         self._gaussians = [(self.head_w[span], self.head_b[span]) for span in spans]
         self.reseed(seed)
 
@@ -73,7 +73,7 @@ class LatentStepper:
         if self._noise_at >= NOISE_BLOCK:
             k, d = self.config.components, self.config.latent_size
             self._gumbel = self.rng.gumbel(size=(NOISE_BLOCK, k)).astype(np.float32)
-            self._normal = self.rng.standard_normal((NOISE_BLOCK, d + self.config.rank), dtype=np.float32)
+            self._normal = self.rng.standard_normal((NOISE_BLOCK, d), dtype=np.float32)
             self._noise_at = 0
         i = self._noise_at
         self._noise_at += 1
@@ -127,14 +127,10 @@ class LatentStepper:
         w, b = self._gaussians[int(logits.argmax())]  # only the chosen Gaussian is computed
         raw = np.dot(w, hidden)
         raw += b
-        sigma = np.minimum(np.maximum(raw[d:2 * d], LOG_SIGMA_MIN), LOG_SIGMA_MAX)
+        sigma = np.minimum(np.maximum(raw[d:], LOG_SIGMA_MIN), LOG_SIGMA_MAX)
         np.exp(sigma, out=sigma)
         sigma *= math.sqrt(self.temperature)
-        sigma *= normal[:d]
-        if c.rank:
-            correlated = np.dot(raw[2 * d:].reshape(d, c.rank), normal[d:])
-            correlated *= math.sqrt(self.temperature)
-            sigma += correlated
+        sigma *= normal
         sigma += raw[:d]
         return sigma
 

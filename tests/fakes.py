@@ -15,7 +15,7 @@ from lavalamp.models.vae import VAE, VAEConfig
 def make_lamp(*, frame_size: int = 64, latent_size: int = 8, hidden_size: int = 16,
               head: str = "mdn", cell: str = "gru", base_channels: int = 4,
               with_encoder: bool = True, seed: int = 0, name: str = "test-lamp",
-              contrast: float = 1.0, upsample_to: int | None = None, noise_rank: int = 0) -> Lamp:
+              contrast: float = 1.0, upsample_to: int | None = None) -> Lamp:
     """A tiny random-weight lamp that behaves like a trained one in every way but looks.
 
     `contrast` scales the decoder's last layer: at 1 the frames barely change with the latent
@@ -28,7 +28,7 @@ def make_lamp(*, frame_size: int = 64, latent_size: int = 8, hidden_size: int = 
     model = VAE(vae)
     decoder, encoder = model.decoder, model.encoder
     rnn = LatentRNN(LatentRNNConfig(latent_size=latent_size, hidden_size=hidden_size, head=head,
-                                    cell=cell, mixtures=3, noise_rank=noise_rank))
+                                    cell=cell, mixtures=3))
     with torch.no_grad():
         decoder.layers[-2].weight.mul_(contrast)
     upsampler = None

@@ -24,9 +24,9 @@ def all_tensors(lamp):
     return out
 
 
-@pytest.mark.parametrize("head, noise_rank", [("mdn", 0), ("mdn", 2), ("deterministic", 0)])
-def test_round_trip_is_bit_identical(tmp_path, head, noise_rank):
-    lamp = make_lamp(head=head, cell="lstm" if head == "deterministic" else "gru", noise_rank=noise_rank)
+@pytest.mark.parametrize("head", ["mdn", "deterministic"])
+def test_round_trip_is_bit_identical(tmp_path, head):
+    lamp = make_lamp(head=head, cell="lstm" if head == "deterministic" else "gru")
     lamp.temperature = 0.35
     save_lamp(lamp, tmp_path / "lamp.safetensors")
     back = load_lamp(tmp_path / "lamp.safetensors")

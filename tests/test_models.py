@@ -1,11 +1,9 @@
 """Networks: shapes at every frame size, and the RNN's step equal to its forward."""
 
-import math
-
 import pytest
 import torch
 
-from lavalamp.models.rnn import HeadOutput, LatentRNN, LatentRNNConfig, mdn_nll
+from lavalamp.models.rnn import LatentRNN, LatentRNNConfig, mdn_nll
 from lavalamp.models.upsample import Upsampler, UpsamplerConfig
 from lavalamp.models.vae import VAE, VAEConfig, kl_divergence
 
@@ -88,31 +86,6 @@ def test_mdn_head_shapes_and_sampling():
     nll.backward()
 
 
-def test_correlated_head_likelihood_is_the_low_rank_gaussian_mixture():
-    """mdn_nll with a noise rank is the mixture of N(mu, diag(sigma^2) + F F^T), by its own formula."""
-    rnn = LatentRNN(LatentRNNConfig(latent_size=5, hidden_size=8, mixtures=3, noise_rank=2))
-    out, _ = rnn(torch.randn(4, 6, 5))
-    assert out.factor.shape == (4, 6, 3, 5, 2)
-    target = torch.randn(4, 6, 5)
-    with torch.no_grad():
-        out = out._replace(factor=out.factor * 3)  # a strongly correlated Gaussian, not a near-diagonal one
-    gaussians = torch.distributions.LowRankMultivariateNormal(out.mu, out.factor, out.log_sigma.exp().pow(2))
-    log_p = torch.logsumexp(torch.log_softmax(out.logit_pi, -1) + gaussians.log_prob(target.unsqueeze(-2)), -1)
-    torch.testing.assert_close(mdn_nll(out, target), -log_p.mean() / 5, rtol=1e-5, atol=1e-5)
-
-
-def test_correlated_head_samples_have_its_covariance_scaled_by_the_temperature():
-    rnn = LatentRNN(LatentRNNConfig(latent_size=4, hidden_size=8, mixtures=1, noise_rank=1))
-    out, _ = rnn(torch.randn(1, 1, 4))
-    factor = torch.tensor([[1.0], [1.0], [-1.0], [0.0]])
-    out = HeadOutput(out.logit_pi, torch.zeros(1, 1, 1, 4), torch.full((1, 1, 1, 4), math.log(0.1)),
-                     factor.expand(1, 1, 1, 4, 1))
-    many = HeadOutput(*(t.expand(20000, *t.shape[1:]) for t in out))
-    draws = rnn.sample(many, temperature=0.5, generator=torch.Generator().manual_seed(0)).reshape(-1, 4)
-    expected = 0.5 * (torch.eye(4) * 0.01 + factor @ factor.T)
-    torch.testing.assert_close(draws.T.cov(), expected, atol=0.02, rtol=0)
-
-
 def test_sampling_is_reproducible_by_generator_and_temperature_narrows_it():
     rnn = LatentRNN(LatentRNNConfig(latent_size=5, hidden_size=8, mixtures=4))
     out, _ = rnn(torch.randn(1, 1, 5))
@@ -140,35 +113,32 @@ def test_bad_rnn_config_is_refused():
         LatentRNNConfig(cell="rnn")
     with pytest.raises(ValueError, match="head must be"):
         LatentRNNConfig(head="flow")
-    with pytest.raises(ValueError, match=r"noise_rank must be in 0..latent_size \(4\), got 5"):
-        LatentRNNConfig(latent_size=4, noise_rank=5)
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-@pytest.mark.parametrize("head, rank", [("mdn", 0), ("mdn", 2), ("deterministic", 0)])
-def test_numpy_stepper_follows_the_torch_step(cell, head, rank):
+@pytest.mark.parametrize("head", ["mdn", "deterministic"])
+def test_numpy_stepper_follows_the_torch_step(cell, head):
     """The fast dreaming step is the same maths as rnn.step + sampling + next_latent."""
     import numpy as np
 
     from lavalamp.models.stepper import LatentStepper
     torch.manual_seed(0)
     rnn = LatentRNN(LatentRNNConfig(latent_size=6, hidden_size=10, num_layers=2, cell=cell,
-                                    head=head, mixtures=3, noise_rank=rank)).eval()
+                                    head=head, mixtures=3)).eval()
     stepper = LatentStepper(rnn, temperature=0.8)
     rng = np.random.default_rng(0)
     x = np.asarray(torch.nn.functional.normalize(torch.randn(6), dim=0) * 6 ** 0.5, np.float32)
     z, state, np_state = torch.from_numpy(x)[None], None, stepper.state_from_torch(None)
     for _ in range(5):
         gumbel = rng.gumbel(size=3).astype(np.float32)
-        normal = rng.standard_normal(6 + rank).astype(np.float32)
+        normal = rng.standard_normal(6).astype(np.float32)
         hidden, np_state = stepper.core(x, np_state)
         x = stepper.next_latent(x, stepper.head_value(hidden, gumbel, normal))
         with torch.no_grad():
             out, state = rnn.step(z, state)
             if head == "mdn":
                 k = int(torch.argmax(out.logit_pi[0] / 0.8 + torch.from_numpy(gumbel)))
-                eps, eta = torch.from_numpy(normal).split([6, rank])
-                value = out.mu[0, k] + (out.log_sigma[0, k].exp() * eps + out.factor[0, k] @ eta) * 0.8 ** 0.5
+                value = out.mu[0, k] + out.log_sigma[0, k].exp() * 0.8 ** 0.5 * torch.from_numpy(normal)
             else:
                 value = out.mu[0, 0]
             z = rnn.next_latent(z, value[None])

@@ -217,8 +217,7 @@ def test_init_from_sharpens_the_decoder_then_adds_an_upsampler_keeping_encoder_a
 @pytest.mark.slow
 def test_init_trains_rnn_gives_a_lamp_a_new_rnn_and_keeps_how_it_makes_frames(tmp_path, clip_128):
     """A 128 px lamp's RNN replaced by one trained on other footage at the lamp's rate (15 fps
-    footage, every frame), with another head (correlated noise): encoder, decoder, upsampler,
-    fixed detail and grain stay bit for bit."""
+    footage, every frame): encoder, decoder, upsampler, fixed detail and grain stay bit for bit."""
     lamp_path, run = tmp_path / "lamp.safetensors", tmp_path / "new"
     new_path = run / "new.safetensors"  # in the run folder, which the run makes
     train(str(clip_128), "--run-dir", str(tmp_path / "run128"), "--out", str(lamp_path),
@@ -230,9 +229,8 @@ def test_init_trains_rnn_gives_a_lamp_a_new_rnn_and_keeps_how_it_makes_frames(tm
     assert refused.returncode == 2 and "choose --frame-step 1" in refused.stderr, refused.stderr
     assert not (tmp_path / "wrong").exists()
     train(str(slow), "--run-dir", str(run), "--out", str(new_path), "--init-from", str(lamp_path),
-          "--init-trains", "rnn", *TINY, "--frame-step", "1", "--noise-rank", "2")
+          "--init-trains", "rnn", *TINY, "--frame-step", "1")
     before, after = load_lamp(lamp_path), load_lamp(new_path)
-    assert before.rnn.config.noise_rank == 0 and after.rnn.config.noise_rank == 2
     assert after.frame_size == 128 and after.data == before.data and after.data.lamp_fps == 15.0
     for name in ("encoder", "decoder", "upsampler"):
         old, new = getattr(before, name).state_dict(), getattr(after, name).state_dict()
@@ -280,7 +278,6 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, clip, args, mes
     (["--mixtures", "0"], "mixtures must be at least 1, got 0 (--mixtures)"),
     (["--hidden-size", "0"], "hidden_size must be at least 1, got 0 (--hidden-size)"),
     (["--warmup", "6"], "warmup must be below window (6), got 6 (--warmup)"),
-    (["--noise-rank", "7"], "noise_rank must be at most latent_size (6), got 7 (--noise-rank)"),
     (["--upsampler-channels", "4"], "(--upsampler-channels)"),
     (["--cell", "rnn"], "cell must be one of gru, lstm, got 'rnn' (--cell)"),
     (["--sharpen-lr", "0"], "sharpen_lr must be above 0, got 0.0 (--sharpen-lr)"),

@@ -94,9 +94,6 @@ class TrainConfig:
     head: str = documented("mdn", "RNN head: 'mdn' (mixture density, sampled) or 'deterministic' "
                                   "(normality penalties).", choices=HEADS)
     mixtures: int = documented(5, "Gaussians of the mixture-density head.", least=1)
-    noise_rank: int = documented(0, "Correlated noise directions of each Gaussian of the mixture-density "
-                                    "head, besides its per-dimension noise (0: independent dimensions).",
-                                 least=0)
     rnn_batch: int = documented(32, "Windows per RNN step.", least=1)
     window: int = documented(32, "Latent steps per RNN training window.", least=2)
     warmup: int = documented(8, "Real latents fed before a free-running rollout starts.", least=1)
@@ -205,9 +202,6 @@ class TrainConfig:
         if self.init_from and not (self.sharpens or self.new_rnn):
             raise ValueError("init_from needs something to train: a frame_size above base_size (adds "
                              "an upsampler) or --decoder-loss adversarial (sharpens the decoder)")
-        if self.noise_rank > self.latent_size:
-            raise ValueError(f"noise_rank must be at most latent_size ({self.latent_size}), got "
-                             f"{self.noise_rank} (--noise-rank)")
         if self.warmup >= self.window:
             raise ValueError(f"warmup must be below window ({self.window}), got {self.warmup} (--warmup)")
         if self.refine_share >= self.vae_share:
@@ -249,8 +243,7 @@ class TrainConfig:
     def rnn_config(self) -> LatentRNNConfig:
         """Architecture of the latent RNN stage."""
         return LatentRNNConfig(latent_size=self.latent_size, hidden_size=self.hidden_size,
-                               cell=self.cell, head=self.head, mixtures=self.mixtures,
-                               noise_rank=self.noise_rank)
+                               cell=self.cell, head=self.head, mixtures=self.mixtures)
 
     @property
     def min_frames(self) -> int:
