@@ -36,28 +36,23 @@ class VAELoss(nn.Module):
 class RNNLoss(nn.Module):
     """Latent windows (B,T,D) -> (loss, {parts}).
 
-    Teacher forcing over the whole window, its inputs with `context_noise`: with `denoise` the
-    head learns the step from each noisy input back to the true next latent, otherwise the true
-    step (a residual head; so its spread is the footage's, not the footage's plus the noise's).
-    Plus free-running rollouts: after `warmup` real latents the RNN is fed its own samples for
-    `rollout` steps and is scored on returning to the real trajectory, so it learns to correct the
-    errors it makes when dreaming on its own.
+    Teacher forcing over the whole window, plus free-running rollouts: after `warmup` real
+    latents the RNN is fed its own samples for `rollout` steps and is scored on returning to the
+    real trajectory, so it learns to correct the errors it makes when dreaming on its own.
     """
 
     def __init__(self, rnn: LatentRNN, *, warmup: int, rollout: int, rollout_weight: float,
-                 context_noise: float, normality_weight: float, denoise: bool = True,
-                 temperature: float = 1.0) -> None:
+                 context_noise: float, normality_weight: float, temperature: float = 1.0) -> None:
         super().__init__()
         self.rnn = rnn
         self.warmup, self.rollout, self.rollout_weight = warmup, rollout, rollout_weight
-        self.context_noise, self.denoise, self.normality_weight = context_noise, denoise, normality_weight
+        self.context_noise, self.normality_weight = context_noise, normality_weight
         self.temperature = temperature
 
     def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         noisy = self._noisy(u)
         out, _ = self.rnn(noisy[:, :-1])
-        start = noisy if self.denoise else u
-        target = u[:, 1:] - start[:, :-1] if self.rnn.config.residual else u[:, 1:]
+        target = u[:, 1:] - noisy[:, :-1] if self.rnn.config.residual else u[:, 1:]
         tf = self._score(out, target)
         loss, parts = tf, {"teacher": tf.detach()}
         if self.rollout > 0 and self.rollout_weight > 0:

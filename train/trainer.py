@@ -52,7 +52,6 @@ the dream whose fixed texture the grain makes up for."""
 DECODER_LOSSES = ("l1", "adversarial")
 MEASURED_CHOICES = ("auto", "none")
 INIT_TRAINS = ("sharpening", "rnn")
-CONTEXT_TARGETS = ("denoised", "step")
 FIXED_DETAIL_FRAMES = 2048
 MAX_SEED = 2**63 - 1
 SHARPEN_VALIDATION_FRAMES = 48
@@ -104,11 +103,6 @@ class TrainConfig:
                                        least=0)
     context_noise: float = documented(0.05, "Std of noise added to the input latents (the model learns to "
                                             "ignore small errors).", least=0)
-    context_target: str = documented("denoised", "What the head learns from a noisy input latent: "
-                                     "'denoised' (the step from it back to the true next latent, whose "
-                                     "spread includes the noise) or 'step' (the true step, whose spread "
-                                     "is the footage's; the rollouts teach it to correct itself).",
-                                     choices=CONTEXT_TARGETS)
     normality_weight: float = documented(1.0, "Weight of duralava's normality penalties (deterministic "
                                               "head only).", least=0)
     rnn_lr: float = documented(1e-3, "Peak learning rate of the RNN (cosine decay over the stage's "
@@ -544,8 +538,7 @@ def train_rnn(run: Run, latents: dict[str, list[np.ndarray]]) -> tuple[LatentRNN
     torch.manual_seed(int_seed(run.seeds("rnn weights")))
     rnn = LatentRNN(c.rnn_config()).to(run.device)
     loss = RNNLoss(rnn, warmup=c.warmup, rollout=c.rollout, rollout_weight=c.rollout_weight,
-                   context_noise=c.context_noise, denoise=c.context_target == "denoised",
-                   normality_weight=c.normality_weight)
+                   context_noise=c.context_noise, normality_weight=c.normality_weight)
     fits = any(len(s) >= c.min_frames for s in latents["val"])  # one window, frame_step apart
     val_source = latents["val"] if fits else latents["train"]
     val = torch.from_numpy(sample_windows(val_source, np.random.default_rng(run.seeds("rnn validation")),
