@@ -66,57 +66,25 @@ class HeadOutput(NamedTuple):
 
 
 class LatentRNN(nn.Module):
-    """One module for training (`forward` over sequences) and dreaming (`step` one latent at a time).
+    """One module for training (`forward` over sequences) and dreaming (`step` one latent at a time)."""
 
-    With `level_input` the RNN is also told, at every step, the noise level of its context (one
-    more input); `fixed_level` turns it into a plain RNN told one level for ever (what a lamp holds).
-    """
-
-    def __init__(self, config: LatentRNNConfig, *, level_input: bool = False) -> None:
+    def __init__(self, config: LatentRNNConfig) -> None:
         super().__init__()
-        self.config, self.level_input = config, level_input
+        self.config = config
         core = nn.GRU if config.cell == "gru" else nn.LSTM
-        self.core = core(config.latent_size + int(level_input), config.hidden_size, config.num_layers,
-                         batch_first=True)
+        self.core = core(config.latent_size, config.hidden_size, config.num_layers, batch_first=True)
         k, d = config.components, config.latent_size
         self.head = nn.Linear(config.hidden_size, k * (1 + 2 * d) if config.head == "mdn" else d)
 
-    def forward(self, z: torch.Tensor, state: State | None = None,
-                level: torch.Tensor | float | None = None) -> tuple[HeadOutput, State]:
-        """Latents (B,T,D) -> head output for each next latent (B,T,...), final state; `level`
-        (a number or one per sequence, (B,)) only for an RNN with level_input, which needs it."""
-        hidden, state = self.core(self._inputs(z, level), state)  # hidden (B,T,H)
+    def forward(self, z: torch.Tensor, state: State | None = None) -> tuple[HeadOutput, State]:
+        """Latents (B,T,D) -> head output for each next latent (B,T,...), final state."""
+        hidden, state = self.core(z, state)  # hidden (B,T,H)
         return self._split(self.head(hidden)), state
 
-    def step(self, z: torch.Tensor, state: State | None = None,
-             level: torch.Tensor | float | None = None) -> tuple[HeadOutput, State]:
+    def step(self, z: torch.Tensor, state: State | None = None) -> tuple[HeadOutput, State]:
         """One latent (B,D) -> head output for the next latent (B,...), new state."""
-        out, state = self.forward(z.unsqueeze(1), state, level)
+        out, state = self.forward(z.unsqueeze(1), state)
         return HeadOutput(*(t.squeeze(1) for t in out)), state
-
-    def _inputs(self, z: torch.Tensor, level: torch.Tensor | float | None) -> torch.Tensor:
-        if not self.level_input:
-            if level is not None:
-                raise ValueError("this RNN has no level input: it was not trained told its noise level")
-            return z
-        if level is None:
-            raise ValueError("this RNN is told its context's noise level at every step: pass level")
-        level = torch.as_tensor(level, dtype=z.dtype, device=z.device).reshape(-1, 1, 1)
-        return torch.cat([z, level.expand(z.shape[0], z.shape[1], 1)], dim=-1)
-
-    @torch.no_grad()
-    def fixed_level(self, level: float) -> "LatentRNN":
-        """A plain RNN (no level input) that steps exactly as this one does told `level` at every
-        step: the level's input weights, times the level, folded into the first layer's input bias."""
-        if not self.level_input:
-            raise ValueError("this RNN has no level input to fix")
-        plain = LatentRNN(self.config).to(self.head.weight.device)
-        plain.head.load_state_dict(self.head.state_dict())
-        weights = dict(self.core.named_parameters())
-        for name, param in plain.core.named_parameters():
-            param.copy_(weights[name][:, :-1] if name == "weight_ih_l0" else weights[name])
-        plain.core.bias_ih_l0.add_(weights["weight_ih_l0"][:, -1] * float(level))
-        return plain.train(self.training)
 
     def _split(self, raw: torch.Tensor) -> HeadOutput:
         k, d = self.config.components, self.config.latent_size

@@ -116,60 +116,6 @@ def test_bad_rnn_config_is_refused():
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_an_rnn_told_a_fixed_level_steps_as_the_one_told_it_each_step(cell):
-    """fixed_level folds the level input into a plain RNN: the same outputs and states, over a
-    sequence and step by step, and what a lamp holds (no level input left)."""
-    torch.manual_seed(0)
-    rnn = LatentRNN(LatentRNNConfig(latent_size=6, hidden_size=10, num_layers=2, cell=cell, mixtures=3),
-                    level_input=True)
-    plain = rnn.fixed_level(0.13)
-    assert not plain.level_input and plain.core.input_size == 6
-    z = torch.randn(3, 7, 6)
-    (want, want_state), (got, got_state) = rnn(z, level=0.13), plain(z)
-    for a, b in zip(want, got):
-        torch.testing.assert_close(a, b)
-    torch.testing.assert_close(want_state, got_state)
-    (a, _), (b, _) = rnn.step(z[:, 0], want_state, torch.full((3,), 0.13)), plain.step(z[:, 0], got_state)
-    torch.testing.assert_close(a.mu, b.mu)
-    (other, _) = rnn(z, level=0.5)
-    assert not torch.allclose(other.mu, want.mu), "the level input changes nothing"
-
-
-def test_a_level_input_is_needed_where_there_is_one_and_refused_where_there_is_none():
-    config = LatentRNNConfig(latent_size=4, hidden_size=8)
-    with pytest.raises(ValueError, match="pass level"):
-        LatentRNN(config, level_input=True)(torch.randn(2, 3, 4))
-    with pytest.raises(ValueError, match="no level input"):
-        LatentRNN(config)(torch.randn(2, 3, 4), level=0.1)
-    with pytest.raises(ValueError, match="no level input to fix"):
-        LatentRNN(config).fixed_level(0.1)
-
-
-def test_an_rnn_trained_told_its_noise_level_predicts_a_wider_spread_at_a_higher_one():
-    """RNNLoss draws each window's level and tells the RNN: trained on a smooth trajectory, its
-    predicted spread of the next step from clean latents grows with the level it is told (a
-    noisier context needs a longer way back to the trajectory)."""
-    from lavalamp.models.latent import project_to_sphere
-    from lavalamp.train.losses import RNNLoss
-    torch.manual_seed(0)
-    t = torch.arange(40.0)[:, None]
-    path = project_to_sphere(torch.sin(t / 4 + torch.arange(4.0)) + 0.3 * torch.cos(t / 3 - torch.arange(4.0)))
-    rnn = LatentRNN(LatentRNNConfig(latent_size=4, hidden_size=16, mixtures=1), level_input=True)
-    loss = RNNLoss(rnn, warmup=3, rollout=3, rollout_weight=0.5, context_noise=0.2, normality_weight=0)
-    optimizer = torch.optim.Adam(rnn.parameters(), lr=1e-2)
-    for _ in range(300):
-        starts = torch.randint(0, 30, (16,))
-        value, _ = loss(torch.stack([path[s:s + 10] for s in starts]))
-        optimizer.zero_grad()
-        value.backward()
-        optimizer.step()
-    with torch.no_grad():
-        spread = {level: rnn(path[None], level=level)[0].log_sigma.exp().mean().item()
-                  for level in (0.0, 0.4)}
-    assert spread[0.4] > 1.5 * spread[0.0], spread
-
-
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("head", ["mdn", "deterministic"])
 def test_numpy_stepper_follows_the_torch_step(cell, head):
     """The fast dreaming step is the same maths as rnn.step + sampling + next_latent."""

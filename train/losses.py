@@ -38,10 +38,7 @@ class RNNLoss(nn.Module):
 
     Teacher forcing over the whole window, plus free-running rollouts: after `warmup` real
     latents the RNN is fed its own samples for `rollout` steps and is scored on returning to the
-    real trajectory, so it learns to correct the errors it makes when dreaming on its own. An RNN
-    with a level input is told each window's context-noise level, drawn from 0 to twice
-    `context_noise` (uniformly: a mean of `context_noise`), in the teacher-forced pass and its
-    rollout alike.
+    real trajectory, so it learns to correct the errors it makes when dreaming on its own.
     """
 
     def __init__(self, rnn: LatentRNN, *, warmup: int, rollout: int, rollout_weight: float,
@@ -53,14 +50,13 @@ class RNNLoss(nn.Module):
         self.temperature = temperature
 
     def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        level = self._levels(u)
-        noisy = self._noisy(u, level)
-        out, _ = self.rnn(noisy[:, :-1], level=level)
+        noisy = self._noisy(u)
+        out, _ = self.rnn(noisy[:, :-1])
         target = u[:, 1:] - noisy[:, :-1] if self.rnn.config.residual else u[:, 1:]
         tf = self._score(out, target)
         loss, parts = tf, {"teacher": tf.detach()}
         if self.rollout > 0 and self.rollout_weight > 0:
-            free = self._rollout_loss(u, level)
+            free = self._rollout_loss(u)
             loss = loss + self.rollout_weight * free
             parts["rollout"] = free.detach()
         if self.rnn.config.head == "deterministic" and self.normality_weight > 0:
@@ -70,17 +66,10 @@ class RNNLoss(nn.Module):
         parts["loss"] = loss.detach()
         return loss, parts
 
-    def _levels(self, u: torch.Tensor) -> torch.Tensor | None:
-        """Each window's context-noise level (B,) for an RNN with a level input, else None."""
-        if not self.rnn.level_input:
-            return None
-        return torch.rand(u.shape[0], device=u.device, dtype=u.dtype) * (2 * self.context_noise)
-
-    def _noisy(self, u: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
+    def _noisy(self, u: torch.Tensor) -> torch.Tensor:
         if self.context_noise <= 0:
             return u
-        std = self.context_noise if level is None else level.view(-1, 1, 1)
-        noisy = u + torch.randn_like(u) * std
+        noisy = u + torch.randn_like(u) * self.context_noise
         return project_to_sphere(noisy) if self.rnn.config.sphere else noisy
 
     def _score(self, out: HeadOutput, target: torch.Tensor) -> torch.Tensor:
@@ -88,14 +77,14 @@ class RNNLoss(nn.Module):
             return mdn_nll(out, target)
         return F.mse_loss(out.mu[..., 0, :], target)
 
-    def _rollout_loss(self, u: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
+    def _rollout_loss(self, u: torch.Tensor) -> torch.Tensor:
         """Feed the RNN its own samples after a warm-up and score each step against the truth."""
         steps = min(self.rollout, u.shape[1] - self.warmup - 1)
-        _, state = self.rnn(u[:, : self.warmup - 1], level=level)
+        _, state = self.rnn(u[:, : self.warmup - 1])
         z = u[:, self.warmup - 1]
         losses = []
         for t in range(self.warmup - 1, self.warmup - 1 + steps):
-            out, state = self.rnn.step(z, state, level)
+            out, state = self.rnn.step(z, state)
             truth = u[:, t + 1]
             target = truth - z if self.rnn.config.residual else truth
             losses.append(self._score(out, target))

@@ -72,16 +72,8 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
         if f.name == "minutes":  # in the budget group above
             continue
         help_text = f"{field_doc(f)} (default {f.default!r})".replace("%", "%%")
-        model.add_argument(option(f.name), type=_option_type(f), default=None, help=help_text)
+        model.add_argument(option(f.name), type=type(f.default), default=None, help=help_text)
     p.set_defaults(func=run_train)
-
-
-def _option_type(f: dataclasses.Field) -> type:
-    """The type of a config field's option: its default's, or for an optional field (default None)
-    the type its annotation names first ('float | None' -> float)."""
-    if f.default is not None:
-        return type(f.default)
-    return {"int": int, "float": float, "str": str}[str(f.type).split("|")[0].strip()]
 
 
 def run_train(args: argparse.Namespace) -> int:

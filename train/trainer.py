@@ -103,10 +103,6 @@ class TrainConfig:
                                        least=0)
     context_noise: float = documented(0.05, "Std of noise added to the input latents (the model learns to "
                                             "ignore small errors).", least=0)
-    dream_noise: float | None = documented(None, "Set: the RNN is told each window's context-noise level "
-                                                 "(drawn from 0 to twice context_noise) and dreams told "
-                                                 "this one (None = a plain RNN, every window at "
-                                                 "context_noise).", least=0)
     normality_weight: float = documented(1.0, "Weight of duralava's normality penalties (deterministic "
                                               "head only).", least=0)
     rnn_lr: float = documented(1e-3, "Peak learning rate of the RNN (cosine decay over the stage's "
@@ -206,10 +202,6 @@ class TrainConfig:
         if self.init_from and not (self.sharpens or self.new_rnn):
             raise ValueError("init_from needs something to train: a frame_size above base_size (adds "
                              "an upsampler) or --decoder-loss adversarial (sharpens the decoder)")
-        if self.dream_noise is not None and not self.dream_noise <= 2 * self.context_noise:
-            raise ValueError(f"dream_noise must be within the levels the RNN is trained on, 0 to twice "
-                             f"context_noise ({2 * self.context_noise:g}), got {self.dream_noise:g} "
-                             "(--dream-noise)")
         if self.warmup >= self.window:
             raise ValueError(f"warmup must be below window ({self.window}), got {self.warmup} (--warmup)")
         if self.refine_share >= self.vae_share:
@@ -544,7 +536,7 @@ def train_rnn(run: Run, latents: dict[str, list[np.ndarray]]) -> tuple[LatentRNN
     """Stage 3: the latent RNN on windows of the encoded footage, with free-running rollouts."""
     c = run.config
     torch.manual_seed(int_seed(run.seeds("rnn weights")))
-    rnn = LatentRNN(c.rnn_config(), level_input=c.dream_noise is not None).to(run.device)
+    rnn = LatentRNN(c.rnn_config()).to(run.device)
     loss = RNNLoss(rnn, warmup=c.warmup, rollout=c.rollout, rollout_weight=c.rollout_weight,
                    context_noise=c.context_noise, normality_weight=c.normality_weight)
     fits = any(len(s) >= c.min_frames for s in latents["val"])  # one window, frame_step apart
@@ -561,8 +553,6 @@ def train_rnn(run: Run, latents: dict[str, list[np.ndarray]]) -> tuple[LatentRNN
         return {k: float(v) for k, v in parts.items()}
 
     summary = optimize(run, "rnn", rnn, loss, batch, c.rnn_lr, validate)
-    if c.dream_noise is not None:  # the lamp holds a plain RNN, told dream_noise for ever
-        rnn, summary = rnn.fixed_level(c.dream_noise), {**summary, "dream_noise": c.dream_noise}
     rnn.eval()
     return rnn, summary
 
