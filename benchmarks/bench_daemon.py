@@ -3,10 +3,10 @@
     python benchmarks/bench_daemon.py [--seconds 20] [--size 1920x1080] [--frame-size 64]
 
 Phases, all on one Xvfb server at --size: a bare pygame loop that only scales and flips a static
-frame (the display's own limit), capped at 60 fps and uncapped; `lavalamp run` fullscreen with the
-same caps and at 30 fps; xscreensaver's procedural `lavalite` (if installed, frames counted with an
-LD_PRELOAD shim on glXSwapBuffers, built with cc). CPU time is the drawing process plus Xvfb, from
-/proc. The lamp has random weights of realistic size (VAE base_channels 32, latent 32, GRU 256)
+frame (the display's own limit), capped at 60 fps, at 240 and uncapped; `lavalamp run` fullscreen
+at 60, at 240 (its highest cap: "uncapped") and at 30 fps; xscreensaver's procedural `lavalite`
+(if installed, frames counted with an LD_PRELOAD shim on glXSwapBuffers, built with cc). CPU time
+is the drawing process plus Xvfb, from /proc. The lamp has random weights of realistic size (VAE base_channels 32, latent 32, GRU 256)
 unless --lamp names a checkpoint.
 """
 
@@ -244,6 +244,7 @@ def report(args, env, lamp, work, xvfb) -> None:
     print(f"Xvfb {args.size}, {os.cpu_count()} CPUs, lamp {lamp}, {s:g} s per phase")
     bare60 = bare_loop(env, s, 60, args.frame_size, software=True)
     bare = bare_loop(env, s, 0, args.frame_size, software=True)
+    bare240 = bare_loop(env, s, 240, args.frame_size, software=True)  # the daemon's phase below
     bare_gl = bare_loop(env, s, 0, args.frame_size, software=False)
     d60 = daemon(env, s, 60, lamp, work, xvfb)
     dmax = daemon(env, s, 240, lamp, work, xvfb)
@@ -259,7 +260,8 @@ def report(args, env, lamp, work, xvfb) -> None:
               f"{d['cpu'] / d['wall']:.2f} cores (daemon), {per_frame:.2f} ms CPU/frame with Xvfb, "
               f"generation capacity {d['generation_fps']:.0f} fps, exit {d['exit']}")
     print(f"ratio displayed fps daemon/bare at 60 cap: {d60['fps'] / bare60['fps']:.3f} (target >= 0.90)")
-    print(f"ratio displayed fps daemon/bare uncapped:  {dmax['fps'] / bare['fps']:.3f} (target >= 0.90)")
+    print(f"ratio displayed fps daemon/bare, both held to 240 fps: {dmax['fps'] / bare240['fps']:.3f} "
+          f"(target >= 0.90; the bare loop reaches {bare240['fps']:.1f} fps)")
     print(f"daemon CPU at 30 fps: {d30['cpu'] / d30['wall']:.2f} cores (target <= 1)")
     if lite:
         lite_ms = (lite["cpu"] + lite["xvfb_cpu"]) / max(lite["frames"], 1) * 1000
